@@ -1,0 +1,100 @@
+//! Decode + validate cost per reading, for each encoding.
+//!
+//! Payloads are produced by `firmware-sim` (as a device would) for the station
+//! DN-AMATA-WW01: one record of six readings (a live message) and a backlog of twelve such
+//! records (a flush). Throughput is reported per reading. `pipeline` adds what the ingest path
+//! does around them (topic parsing, live state, counters).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is right
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use firmware_sim::{encode, Encoding, Fleet, SimConfig, Simulator};
+use quantrac::live::Live;
+use quantrac::pipeline::Pipeline;
+use quantrac::quarantine::Counters;
+use quantrac::registry::Registry;
+use quantrac::telemetry::{self, Timestamp, Topic};
+use quantrac::validate::{self, Rules};
+
+const STATION: &str = "DN-AMATA-WW01";
+
+fn encoding_of(e: Encoding) -> telemetry::Encoding {
+    match e {
+        Encoding::Json => telemetry::Encoding::Json,
+        Encoding::Bincode => telemetry::Encoding::Bincode,
+        Encoding::Tt10 => telemetry::Encoding::Tt10,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    let registry = Registry::load(&seeds).expect("seeds load");
+    let fleet = Fleet::load(&seeds).expect("fleet loads");
+    let sim = Simulator::new(&fleet, 0, SimConfig::quiet(7));
+    let index = (0..sim.len())
+        .find(|&i| sim.station(i).id == STATION)
+        .expect("station simulated");
+    let now = Timestamp::now().as_millis();
+    let rules = Rules {
+        max_future: Duration::from_secs(300),
+        max_age: Duration::from_secs(86_400 * 1830),
+    };
+    let live_records = vec![sim.sample(index, now - now % 300_000)];
+    let backlog: Vec<_> = (1..=12)
+        .map(|i| sim.sample(index, now - now % 300_000 - i * 300_000))
+        .collect();
+    let pipeline = Pipeline::new(
+        Arc::new(ArcSwap::from_pointee(
+            Registry::load(&seeds).expect("seeds load"),
+        )),
+        rules,
+        String::new(),
+        256,
+        Live::new(),
+        Counters::new(),
+    );
+
+    for (label, records) in [("live", &live_records), ("backlog12", &backlog)] {
+        let readings: usize = records.iter().map(|r| r.readings.len()).sum();
+        let mut group = c.benchmark_group(format!("decode_validate/{label}"));
+        group.throughput(Throughput::Elements(readings as u64));
+        for enc in [Encoding::Json, Encoding::Bincode, Encoding::Tt10] {
+            let payload = encode(records, enc);
+            let topic_text = format!(
+                "quantrac/v1/DN-AMATA/{STATION}/telemetry/{}",
+                encoding_of(enc)
+            );
+            let topic = Topic::parse("", &topic_text).expect("topic parses");
+            let at = Timestamp::from_millis(now);
+            group.bench_with_input(
+                BenchmarkId::new("decode+validate", enc.as_str()),
+                &payload,
+                |b, payload| {
+                    b.iter(|| {
+                        let decoded = telemetry::decode(encoding_of(enc), payload, STATION);
+                        let outcome = validate::validate(&registry, &rules, &topic, &decoded, at);
+                        assert_eq!(outcome.accepted.len(), readings);
+                        outcome
+                    })
+                },
+            );
+            group.bench_with_input(
+                BenchmarkId::new("pipeline", enc.as_str()),
+                &payload,
+                |b, payload| b.iter(|| pipeline.process(&topic_text, payload, at)),
+            );
+        }
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,317 @@
+//! `firmware-sim`: simulated station gateways on the command line.
+//!
+//! - `run`: a fleet of gateways publishing live telemetry (optionally after a backfill).
+//! - `flood`: as many records as fast as possible, then a JSON throughput report.
+//! - `encode`: one encoded sample record on stdout (e.g. for `mosquitto_pub -s`).
+//!
+//! Logs go to stderr (`RUST_LOG`, default `info`), so stdout carries only results.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use firmware_sim::{
+    encode, run, BrokerOptions, Encoding, EncodingChoice, Fleet, RunOptions, RunReport, SimConfig,
+    Simulator,
+};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "firmware-sim",
+    version,
+    about = "Simulated quantrac station gateways"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish live telemetry of the fleet until stopped (Ctrl-C) or --duration elapses.
+    Run(RunArgs),
+    /// Publish records as fast as the broker acknowledges them; print a JSON report.
+    Flood(FloodArgs),
+    /// Write one encoded sample record of a station to stdout.
+    Encode(EncodeArgs),
+}
+
+#[derive(Args)]
+struct BrokerArgs {
+    /// Broker URL: mqtt://host:port or mqtts://host:port.
+    #[arg(
+        long,
+        env = "FIRMWARE_SIM_BROKER",
+        default_value = "mqtt://127.0.0.1:1883"
+    )]
+    broker: String,
+    /// MQTT user name.
+    #[arg(long, env = "FIRMWARE_SIM_USERNAME")]
+    username: Option<String>,
+    /// MQTT password.
+    #[arg(long, env = "FIRMWARE_SIM_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// PEM file of the CA certificates to trust (mqtts://); default: system roots.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Prefix before quantrac/v1/... in every topic.
+    #[arg(long)]
+    topic_prefix: Option<String>,
+    /// MQTT client id (default: firmware-sim-<pid>).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// QoS 1 messages in flight.
+    #[arg(long, default_value_t = 100)]
+    inflight: u16,
+}
+
+impl BrokerArgs {
+    fn options(self) -> BrokerOptions {
+        let client_id = self
+            .client_id
+            .unwrap_or_else(|| format!("firmware-sim-{}", std::process::id()));
+        let mut options = BrokerOptions::new(self.broker, client_id);
+        options.username = self.username;
+        options.password = self.password;
+        options.ca_file = self.ca_file;
+        options.topic_prefix = self.topic_prefix;
+        options.inflight = self.inflight;
+        options
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Directory holding stations.toml and limits.csv.
+    #[arg(long, default_value = "seeds")]
+    seeds: PathBuf,
+    /// Number of stations to simulate, the first of the seed file (0 = all).
+    #[arg(long, default_value_t = 0)]
+    stations: usize,
+    /// json, bincode, tt10 or mixed (each station its own).
+    #[arg(long, default_value = "json")]
+    encoding: EncodingChoice,
+    /// Seed of the signal model.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Reporting interval of every station (default: each station's expected_interval).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    interval: Option<Duration>,
+    /// Publish this much history first (e.g. 24h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    backfill: Option<Duration>,
+    /// Stop after this long (e.g. 10m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// No pollution episodes above the limits.
+    #[arg(long)]
+    no_episodes: bool,
+    /// No calibration windows (status 01).
+    #[arg(long)]
+    no_calibrations: bool,
+    /// No device faults (status 02).
+    #[arg(long)]
+    no_faults: bool,
+    /// No link dropouts with backlog flushes.
+    #[arg(long)]
+    no_dropouts: bool,
+    /// No duplicate sends.
+    #[arg(long)]
+    no_duplicates: bool,
+}
+
+#[derive(Args)]
+struct FloodArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Directory holding stations.toml and limits.csv.
+    #[arg(long, default_value = "seeds")]
+    seeds: PathBuf,
+    /// Records to send, round-robin over the stations.
+    #[arg(long, default_value_t = 100_000)]
+    records: u64,
+    /// json, bincode or tt10.
+    #[arg(long, default_value = "json")]
+    encoding: Encoding,
+    /// Records per message.
+    #[arg(long, default_value_t = 1)]
+    per_message: usize,
+    /// Timestamp of each station's first record, RFC 3339 (default: so that the last
+    /// records are stamped about now).
+    #[arg(long)]
+    start: Option<String>,
+}
+
+#[derive(Args)]
+struct EncodeArgs {
+    /// Station id.
+    #[arg(long)]
+    station: String,
+    /// json, bincode or tt10.
+    #[arg(long, default_value = "json")]
+    encoding: Encoding,
+    /// Directory holding stations.toml and limits.csv.
+    #[arg(long, default_value = "seeds")]
+    seeds: PathBuf,
+    /// Seed of the signal model.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Measurement time, RFC 3339 with an offset (default: now, aligned on the station's
+    /// interval).
+    #[arg(long)]
+    at: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Command::Encode(args) = cli.command {
+        return encode_command(args);
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run_command(args).await,
+            Command::Flood(args) => flood_command(args).await,
+            Command::Encode(_) => Ok(()),
+        }
+    })
+}
+
+fn load_fleet(seeds: &std::path::Path) -> anyhow::Result<Fleet> {
+    Fleet::load(seeds).with_context(|| format!("cannot load the fleet from {}", seeds.display()))
+}
+
+async fn run_command(args: RunArgs) -> anyhow::Result<()> {
+    let fleet = load_fleet(&args.seeds)?;
+    let options = RunOptions {
+        broker: args.broker.options(),
+        seeds: args.seeds,
+        stations: args.stations,
+        encoding: args.encoding,
+        interval: args.interval,
+        backfill: args.backfill,
+        duration: args.duration,
+        sim: SimConfig {
+            seed: args.seed,
+            episodes: !args.no_episodes,
+            calibrations: !args.no_calibrations,
+            faults: !args.no_faults,
+            dropouts: !args.no_dropouts,
+            duplicates: !args.no_duplicates,
+        },
+    };
+    let cancel = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(cancel.clone()));
+    let report = run(options, fleet, cancel)
+        .await
+        .context("simulation failed")?;
+    print_report(&report)
+}
+
+async fn flood_command(args: FloodArgs) -> anyhow::Result<()> {
+    let fleet = load_fleet(&args.seeds)?;
+    let start_ms = match &args.start {
+        Some(text) => parse_time(text)?,
+        None => {
+            let per_station = args.records.div_ceil(fleet.stations.len().max(1) as u64);
+            chrono::Utc::now().timestamp_millis() - i64::try_from(per_station)? * 1000
+        }
+    };
+    let report = firmware_sim::flood(
+        args.broker.options(),
+        &fleet,
+        args.encoding,
+        args.records,
+        args.per_message,
+        start_ms,
+    )
+    .await
+    .context("flood failed")?;
+    print_report(&report)
+}
+
+fn encode_command(args: EncodeArgs) -> anyhow::Result<()> {
+    let fleet = load_fleet(&args.seeds)?;
+    let Some(index) = fleet.stations.iter().position(|s| s.id == args.station) else {
+        bail!("no station {} in {}", args.station, args.seeds.display());
+    };
+    let interval = i64::try_from(fleet.stations[index].expected_interval.as_millis())?.max(1);
+    let ts_ms = match &args.at {
+        Some(text) => parse_time(text)?,
+        None => {
+            let now = chrono::Utc::now().timestamp_millis();
+            now - now.rem_euclid(interval)
+        }
+    };
+    // Simulate up to the station so that its index is the fleet's.
+    let sim = Simulator::new(
+        &fleet,
+        index + 1,
+        SimConfig {
+            seed: args.seed,
+            ..SimConfig::default()
+        },
+    );
+    let mut record = sim.sample(index, ts_ms);
+    // Numbered like the live records: the index of the interval since the epoch.
+    record.seq = u64::try_from(ts_ms.div_euclid(interval)).ok();
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&encode(&[record], args.encoding))?;
+    stdout.flush()?;
+    Ok(())
+}
+
+fn parse_time(text: &str) -> anyhow::Result<i64> {
+    let time = chrono::DateTime::parse_from_rfc3339(text)
+        .with_context(|| format!("`{text}` is not an RFC 3339 time with an offset"))?;
+    Ok(time.timestamp_millis())
+}
+
+fn print_report(report: &RunReport) -> anyhow::Result<()> {
+    let json = serde_json::json!({
+        "records": report.records,
+        "readings": report.readings,
+        "messages": report.messages,
+        "elapsed_s": report.elapsed.as_secs_f64(),
+        "records_per_s": report.records_per_s(),
+    });
+    println!("{json}");
+    Ok(())
+}
+
+/// Cancels on Ctrl-C or SIGTERM.
+async fn cancel_on_signal(cancel: CancellationToken) {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                    cancel.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("stop requested");
+    cancel.cancel();
+}

@@ -1,0 +1,103 @@
+//! API errors in one place: one enum, one JSON shape, one `IntoResponse`.
+//!
+//! Every error body is `{"error": {"code": "...", "message": "..."}}` (plus `parameter` for a
+//! bad parameter). Codes are stable; messages are for humans. Internal errors are logged with
+//! their cause and answered with a generic message: storage details never reach clients.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: a query parameter is missing, malformed or out of bounds.
+    #[error("{parameter}: {message}")]
+    BadParameter {
+        parameter: &'static str,
+        message: String,
+    },
+    /// 404: the named thing does not exist.
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    /// 503: a dependency is unavailable or the request took too long.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
+    /// 500: a bug or a storage failure; details are logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn bad(parameter: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::BadParameter {
+            parameter,
+            message: message.into(),
+        }
+    }
+
+    pub fn unknown_station(id: &str) -> ApiError {
+        ApiError::NotFound {
+            code: "unknown_station",
+            message: format!("station `{id}` is not in the registry"),
+        }
+    }
+}
+
+impl From<crate::storage::Error> for ApiError {
+    fn from(e: crate::storage::Error) -> Self {
+        match e {
+            crate::storage::Error::Closed => ApiError::Unavailable {
+                code: "store_unavailable",
+                message: "the store is shutting down".into(),
+            },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            ApiError::BadParameter { parameter, message } => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": "bad_parameter", "parameter": parameter,
+                                 "message": format!("{parameter}: {message}")}}),
+            ),
+            ApiError::NotFound { code, message } => (
+                StatusCode::NOT_FOUND,
+                json!({"error": {"code": code, "message": message}}),
+            ),
+            ApiError::Unavailable { code, message } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": {"code": code, "message": message}}),
+            ),
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error answering a request");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"error": {"code": "internal",
+                                     "message": "internal error; the server log has the details"}}),
+                )
+            }
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Fallback for paths that match no route.
+pub async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound {
+        code: "not_found",
+        message: format!("no resource at {}", uri.path()),
+    }
+}
+
+/// Answer for a known path with the wrong method.
+pub async fn wrong_method(method: axum::http::Method) -> Response {
+    let body = json!({"error": {"code": "method_not_allowed",
+                                "message": format!("{method} is not allowed here")}});
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}

@@ -1,0 +1,139 @@
+//! The HTTP API (axum): JSON under `/api/v1`, plus `/healthz` and `/readyz`.
+//!
+//! One router per resource ([`stations`], [`readings`], [`quarantine`], [`health`]), merged
+//! here with the middleware every request gets: a request id (`x-request-id`, generated when
+//! absent and echoed back), a trace span, a body size limit, a timeout answered as JSON, and
+//! a panic guard. `docs/api.md` describes every endpoint.
+
+mod error;
+mod health;
+pub mod params;
+mod quarantine;
+mod readings;
+mod stations;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::http::{HeaderName, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{BoxError, Json, Router};
+use chrono::FixedOffset;
+use serde_json::json;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+pub use error::{ApiError, ApiResult};
+
+use crate::config::ApiConfig;
+use crate::ingest::IngestStatus;
+use crate::live::Live;
+use crate::pipeline::SharedRegistry;
+use crate::quarantine::Counters;
+use crate::storage::Store;
+use crate::telemetry::Timestamp;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub registry: SharedRegistry,
+    pub store: Arc<dyn Store>,
+    pub live: Arc<Live>,
+    pub counters: Arc<Counters>,
+    pub ingest: Arc<IngestStatus>,
+    pub config: Arc<ApiConfig>,
+    /// A station is online while its data is younger than this many expected intervals.
+    pub offline_after: u32,
+}
+
+impl ApiState {
+    fn offset(&self) -> &FixedOffset {
+        &self.config.utc_offset
+    }
+
+    /// Formats a time for a response.
+    fn time(&self, ts: Timestamp) -> String {
+        ts.to_rfc3339(self.offset())
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Request ids: a process-wide counter, unique per run and cheap.
+#[derive(Clone, Default)]
+struct CountingIds(Arc<AtomicU64>);
+
+impl MakeRequestId for CountingIds {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let n = self.0.fetch_add(1, Ordering::Relaxed);
+        format!("req-{n:x}").parse().ok().map(RequestId::new)
+    }
+}
+
+/// Builds the whole API.
+pub fn router(state: ApiState) -> Router {
+    let timeout = state.config.request_timeout;
+    let body_limit = state.config.max_body_bytes;
+    let api = Router::new()
+        .merge(stations::routes())
+        .merge(readings::routes())
+        .merge(quarantine::routes());
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(health::routes())
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::wrong_method)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, CountingIds::default()))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                }))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(CatchPanicLayer::custom(|_| {
+                    ApiError::Internal("a handler panicked".into()).into_response()
+                }))
+                .layer(HandleErrorLayer::new(timeout_error))
+                .timeout(timeout)
+                .layer(RequestBodyLimitLayer::new(body_limit)),
+        )
+}
+
+async fn timeout_error(error: BoxError) -> Response {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        let body = json!({"error": {"code": "request_timeout",
+                                    "message": "the request took too long and was abandoned"}});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    } else {
+        ApiError::Internal(error.to_string()).into_response()
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// How long a station may stay silent before it counts as offline.
+fn silence_allowed(interval: Duration, offline_after: u32) -> i64 {
+    crate::telemetry::time::duration_ms(interval.saturating_mul(offline_after))
+}

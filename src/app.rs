@@ -1,0 +1,310 @@
+//! Wiring: builds every part from a [`Config`], starts them, and stops them in order.
+//!
+//! Start: registry, store (and live state restored from it), embedded broker if no external
+//! one is configured, API listener, ingest. Stop ([`Running::stop`]): ingest first (it stops
+//! taking messages, drains, and acknowledges what became durable), then the store (commits
+//! what is queued), then the API. Each part takes its shutdown as a parameter
+//! (`CancellationToken`), so the order lives here and nowhere else.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState};
+use crate::config::{Backend, BrokerAddress, Config};
+use crate::ingest::{self, IngestStatus};
+use crate::live::{LatestValue, Live};
+use crate::pipeline::{Pipeline, SharedRegistry};
+use crate::quarantine::Counters;
+use crate::registry::Registry;
+use crate::storage::sqlite::{SqliteConfig, SqliteStore};
+use crate::storage::{self, Store};
+use crate::telemetry::Timestamp;
+use crate::validate::Rules;
+
+/// How long each shutdown step may take before it is abandoned.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How often readings older than the retention period are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Registry(#[from] crate::registry::Error),
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+    #[error(transparent)]
+    Ingest(#[from] ingest::Error),
+    #[error("mqtt.url: {0}")]
+    BrokerUrl(#[from] crate::config::UrlError),
+    #[error("cannot listen for the API on {addr}: {source}")]
+    ApiListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started quantrac.
+pub struct Running {
+    /// Where the API listens (useful when configured with port 0).
+    pub api_addr: SocketAddr,
+    /// The broker quantrac is subscribed to (the embedded one, or the configured URL).
+    pub broker: BrokerAddress,
+    pub registry: SharedRegistry,
+    config: Config,
+    store: Arc<dyn Store>,
+    ingest_status: Arc<IngestStatus>,
+    ingest_stop: CancellationToken,
+    ingest: JoinHandle<Result<(), ingest::Error>>,
+    api_stop: CancellationToken,
+    api: JoinHandle<std::io::Result<()>>,
+    housekeeping: JoinHandle<()>,
+}
+
+/// Starts everything described by `config`.
+pub async fn start(config: Config) -> Result<Running, Error> {
+    let registry = Registry::load(&config.registry.seeds)?;
+    tracing::info!(seeds = %config.registry.seeds.display(), "registry loaded: {}", registry.summary());
+    let registry: SharedRegistry = Arc::new(ArcSwap::from_pointee(registry));
+
+    let store: Arc<dyn Store> = match config.storage.backend {
+        Backend::Sqlite => Arc::new(SqliteStore::open(SqliteConfig::from_config(
+            &config.storage,
+            config.quarantine.capacity,
+        ))?),
+    };
+    tracing::info!(path = %config.storage.path.display(), "embedded store open");
+    let live = Live::new();
+    restore_live(&*store, &live, &registry).await?;
+
+    let broker = match &config.mqtt.url {
+        Some(url) => BrokerAddress::parse(url)?,
+        None => {
+            let addr = ingest::start_embedded_broker(&config.mqtt.embedded)?;
+            BrokerAddress {
+                tls: false,
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            }
+        }
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|source| Error::ApiListen {
+            addr: config.api.listen,
+            source,
+        })?;
+    let api_addr = listener.local_addr().map_err(|source| Error::ApiListen {
+        addr: config.api.listen,
+        source,
+    })?;
+
+    let counters = Counters::new();
+    let ingest_status = Arc::new(IngestStatus::default());
+    let pipeline = Arc::new(Pipeline::new(
+        registry.clone(),
+        Rules {
+            max_future: config.validation.max_future,
+            max_age: config.storage.retention,
+        },
+        config.mqtt.topic_prefix.clone(),
+        config.quarantine.excerpt_bytes,
+        live.clone(),
+        counters.clone(),
+    ));
+    let ingest_stop = CancellationToken::new();
+    let ingest = tokio::spawn(ingest::run(
+        ingest::Settings {
+            address: broker.clone(),
+            mqtt: config.mqtt.clone(),
+        },
+        pipeline,
+        store.clone(),
+        ingest_status.clone(),
+        ingest_stop.clone(),
+    ));
+
+    let api_stop = CancellationToken::new();
+    let router = api::router(ApiState {
+        registry: registry.clone(),
+        store: store.clone(),
+        live,
+        counters,
+        ingest: ingest_status.clone(),
+        config: Arc::new(config.api.clone()),
+        offline_after: config.stations.offline_after,
+    });
+    let api = tokio::spawn(api::serve(listener, router, api_stop.clone()));
+    tracing::info!(%api_addr, "API listening");
+
+    let housekeeping = tokio::spawn(prune_periodically(
+        store.clone(),
+        config.storage.retention,
+        ingest_stop.clone(),
+    ));
+
+    Ok(Running {
+        api_addr,
+        broker,
+        registry,
+        config,
+        store,
+        ingest_status,
+        ingest_stop,
+        ingest,
+        api_stop,
+        api,
+        housekeeping,
+    })
+}
+
+/// Warms live state from what the store kept, so "latest" and presence survive restarts.
+async fn restore_live(
+    store: &dyn Store,
+    live: &Live,
+    registry: &SharedRegistry,
+) -> Result<(), Error> {
+    let registry = registry.load();
+    let mut latest = store.latest().await?;
+    latest.sort_by(|a, b| a.station.cmp(&b.station));
+    for row in store.presence().await? {
+        live.restore(row.station.as_str().into(), row.last_seen, row.gateway, []);
+    }
+    for group in latest.chunk_by(|a, b| a.station == b.station) {
+        let station: Arc<str> = match registry.station(&group[0].station) {
+            Some(s) => s.id.clone(),
+            None => group[0].station.as_str().into(),
+        };
+        let values = group.iter().map(|row| LatestValue {
+            param: row.param.as_str().into(),
+            ts: row.ts,
+            value: row.value,
+            status: row.status,
+        });
+        live.restore(station, None, None, values);
+    }
+    Ok(())
+}
+
+async fn prune_periodically(store: Arc<dyn Store>, retention: Duration, stop: CancellationToken) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {
+                let cutoff = Timestamp::now().saturating_sub(retention);
+                match store.prune(cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "readings older than the retention period deleted"),
+                    Err(e) => tracing::warn!(error = %e, "retention pruning failed"),
+                }
+            }
+        }
+    }
+}
+
+impl Running {
+    /// Ingest progress: messages fully handled since start.
+    pub fn processed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ingest_status.processed()
+    }
+
+    /// Resolves once `n` messages have been fully handled (durable and acknowledged).
+    pub async fn wait_processed(&self, n: u64) {
+        let mut rx = self.processed();
+        // The sender lives in `self`, so this only ends when the count is reached.
+        let _ = rx.wait_for(|&done| done >= n).await;
+    }
+
+    /// Whether ingest is connected and subscribed.
+    pub fn is_ready(&self) -> bool {
+        self.ingest_status.is_ready()
+    }
+
+    /// Resolves once ingest is connected and subscribed.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ingest_status.readiness();
+        let _ = rx.wait_for(|&ready| ready).await;
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Re-reads the seed files and swaps the registry in (SIGHUP).
+    pub fn reload_registry(&self) -> Result<String, crate::registry::Error> {
+        let registry = Registry::load(&self.config.registry.seeds)?;
+        let summary = registry.summary();
+        self.registry.store(Arc::new(registry));
+        Ok(summary)
+    }
+
+    /// Ordered shutdown: ingest, then store, then API.
+    pub async fn stop(self) {
+        tracing::info!("shutting down: stopping ingest");
+        self.ingest_stop.cancel();
+        match tokio::time::timeout(STEP_TIMEOUT, self.ingest).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "ingest ended with an error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "ingest task failed"),
+            Err(_) => tracing::error!(
+                "ingest did not stop in time; unacknowledged messages stay with the broker"
+            ),
+        }
+        let _ = self.housekeeping.await;
+        tracing::info!("shutting down: closing the store");
+        match tokio::time::timeout(STEP_TIMEOUT, self.store.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "closing the store failed"),
+            Err(_) => tracing::error!("the store did not close in time"),
+        }
+        tracing::info!("shutting down: stopping the API");
+        self.api_stop.cancel();
+        match tokio::time::timeout(STEP_TIMEOUT, self.api).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the API server failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "the API task failed"),
+            Err(_) => tracing::error!("the API did not stop in time"),
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Runs until SIGINT or SIGTERM (reloading the registry on SIGHUP), then stops in order.
+pub async fn run_until_signalled(running: Running) -> std::io::Result<()> {
+    wait_for_stop_signal(&running).await?;
+    running.stop().await;
+    Ok(())
+}
+
+#[cfg(unix)]
+pub async fn wait_for_stop_signal(running: &Running) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => return r,
+            _ = term.recv() => return Ok(()),
+            _ = hup.recv() => match running.reload_registry() {
+                Ok(summary) => tracing::info!("registry reloaded: {summary}"),
+                Err(e) => tracing::error!(error = %e, "registry reload failed; keeping the previous one"),
+            },
+        }
+    }
+}
+
+#[cfg(not(unix))]
+pub async fn wait_for_stop_signal(_: &Running) -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
+}

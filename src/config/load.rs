@@ -1,0 +1,273 @@
+//! Reading and checking a configuration.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+
+use super::{BrokerAddress, Config};
+
+/// The built-in default configuration (`config/quantrac.toml`).
+pub const BUILTIN: &str = include_str!("../../config/quantrac.toml");
+
+/// Prefix of the environment variables that override keys.
+const ENV_PREFIX: &str = "QUANTRAC_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration file {0} does not exist")]
+    Missing(PathBuf),
+    /// Syntax, type or unknown-key error; figment's message names the key and its source
+    /// (file or environment variable).
+    #[error("{0}")]
+    Parse(Box<figment::Error>),
+    #[error("invalid configuration: {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<figment::Error> for Error {
+    fn from(e: figment::Error) -> Self {
+        Error::Parse(Box::new(e))
+    }
+}
+
+impl Config {
+    /// Loads the built-in defaults, then `file` if given, then `QUANTRAC_*__*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config> {
+        let mut figment = Figment::from(Toml::string(BUILTIN));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(Error::Missing(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Only variables with a level separator are configuration: QUANTRAC_TEST_* and
+        // the like belong to other tools.
+        let env = Env::prefixed(ENV_PREFIX)
+            .filter(|key| key.as_str().contains("__"))
+            .split("__");
+        let config: Config = figment.merge(env).extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The built-in defaults alone, ignoring the environment (for tests and tools).
+    pub fn builtin() -> Config {
+        match Figment::from(Toml::string(BUILTIN)).extract::<Config>() {
+            Ok(config) => config,
+            // The embedded file is part of the program and checked by a unit test.
+            Err(e) => panic!("the built-in configuration is invalid: {e}"),
+        }
+    }
+
+    /// Checks what the types cannot express.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |key, problem: &str| {
+            Err(Error::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        if let Some(url) = &self.mqtt.url {
+            if let Err(problem) = BrokerAddress::parse(url) {
+                return invalid("mqtt.url", &problem.to_string());
+            }
+        }
+        if let Some(ca) = &self.mqtt.ca_file {
+            if !ca.is_file() {
+                return invalid("mqtt.ca_file", &format!("{} is not a file", ca.display()));
+            }
+        }
+        if self.mqtt.client_id.is_empty() {
+            return invalid(
+                "mqtt.client_id",
+                "must not be empty (the session is persistent)",
+            );
+        }
+        let prefix = &self.mqtt.topic_prefix;
+        if prefix.ends_with('/') || prefix.contains(['+', '#']) {
+            return invalid(
+                "mqtt.topic_prefix",
+                "must not end with '/' or contain MQTT wildcards",
+            );
+        }
+        if self.mqtt.reconnect_min.is_zero() || self.mqtt.reconnect_min > self.mqtt.reconnect_max {
+            return invalid(
+                "mqtt.reconnect_min",
+                "must be positive and not above mqtt.reconnect_max",
+            );
+        }
+        if self.mqtt.keep_alive.as_secs() < 5 {
+            return invalid("mqtt.keep_alive", "must be at least 5s");
+        }
+        let positive = [
+            ("api.max_body_bytes", self.api.max_body_bytes),
+            ("api.default_page_size", self.api.default_page_size),
+            ("api.max_buckets", self.api.max_buckets),
+            ("mqtt.max_packet_size", self.mqtt.max_packet_size),
+            ("mqtt.queue_capacity", self.mqtt.queue_capacity),
+            (
+                "mqtt.embedded.max_connections",
+                self.mqtt.embedded.max_connections,
+            ),
+            (
+                "mqtt.embedded.max_inflight",
+                self.mqtt.embedded.max_inflight,
+            ),
+            (
+                "mqtt.embedded.max_payload_size",
+                self.mqtt.embedded.max_payload_size,
+            ),
+            (
+                "mqtt.embedded.segment_size",
+                self.mqtt.embedded.segment_size,
+            ),
+            (
+                "mqtt.embedded.segment_count",
+                self.mqtt.embedded.segment_count,
+            ),
+            ("storage.queue_capacity", self.storage.queue_capacity),
+            ("storage.batch_max_rows", self.storage.batch_max_rows),
+            ("quarantine.capacity", self.quarantine.capacity),
+            (
+                "stations.offline_after",
+                self.stations.offline_after as usize,
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return invalid(key, "must be positive");
+        }
+        if self.api.max_page_size < self.api.default_page_size {
+            return invalid(
+                "api.max_page_size",
+                "must not be below api.default_page_size",
+            );
+        }
+        if self.api.default_range.is_zero() || self.api.default_range > self.api.max_range {
+            return invalid(
+                "api.default_range",
+                "must be positive and not above api.max_range",
+            );
+        }
+        if self.api.request_timeout.is_zero() {
+            return invalid("api.request_timeout", "must be positive");
+        }
+        if self.storage.retention.as_secs() < 3600 {
+            return invalid("storage.retention", "must be at least 1h");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+// figment's Jail returns its large error type by design.
+#[allow(clippy::unwrap_used, clippy::result_large_err)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn the_built_in_file_is_a_complete_valid_configuration() {
+        let c = Config::builtin();
+        c.validate().unwrap();
+        assert_eq!(c.api.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.mqtt.url.is_none(), "the default uses the embedded broker");
+        assert_eq!(c.mqtt.embedded.listen.port(), 1883);
+    }
+
+    #[test]
+    fn a_partial_file_overrides_only_its_keys_and_env_wins_over_it() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "q.toml",
+                "[api]\nlisten = \"127.0.0.1:9000\"\n[storage]\npath = \"/tmp/q\"\n",
+            )?;
+            jail.set_env("QUANTRAC_API__LISTEN", "127.0.0.1:9090");
+            jail.set_env("QUANTRAC_MQTT__URL", "mqtt://127.0.0.1:1883");
+            jail.set_env("QUANTRAC_MQTT__EMBEDDED__SEGMENT_COUNT", "8");
+            jail.set_env("QUANTRAC_TEST_QUESTDB_URL", "ignored: not a config key");
+            let c = Config::load(Some(Path::new("q.toml"))).unwrap();
+            assert_eq!(c.api.listen.port(), 9090);
+            assert_eq!(c.storage.path, PathBuf::from("/tmp/q"));
+            assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://127.0.0.1:1883"));
+            assert_eq!(c.mqtt.embedded.segment_count, 8);
+            assert_eq!(c.quarantine.capacity, 10000, "untouched keys keep defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key_in_files_and_in_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("q.toml", "[api]\nlistn = \"127.0.0.1:9000\"\n")?;
+            let err = Config::load(Some(Path::new("q.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("listn"), "{err}");
+
+            jail.clear_env();
+            jail.set_env("QUANTRAC_STORAGE__PAHT", "/x");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("paht") || err.contains("PAHT"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn semantic_problems_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("QUANTRAC_MQTT__URL", "http://broker:1883");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("mqtt.url"), "{err}");
+            jail.set_env("QUANTRAC_MQTT__URL", "mqtt://127.0.0.1:1883");
+            jail.set_env("QUANTRAC_QUARANTINE__CAPACITY", "0");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("quarantine.capacity"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_key_of_the_built_in_file_is_documented_in_the_reference() {
+        fn keys(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+            for (k, v) in table {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    toml::Value::Table(t) => keys(&key, t, out),
+                    _ => out.push(key),
+                }
+            }
+        }
+        let reference = include_str!("../../docs/configuration.md");
+        let mut all = Vec::new();
+        keys("", &BUILTIN.parse::<toml::Table>().unwrap(), &mut all);
+        assert!(all.len() > 30);
+        for key in all {
+            assert!(
+                reference.contains(&format!("`{key}`")),
+                "docs/configuration.md misses `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Config::load(Some(Path::new("/nonexistent/q.toml"))).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/q.toml"));
+    }
+
+    #[test]
+    fn a_bad_duration_is_a_parse_error() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[validation]\nmax_future = \"soon\"").unwrap();
+        let err = Config::load(Some(f.path())).unwrap_err().to_string();
+        assert!(err.contains("max_future"), "{err}");
+    }
+}

@@ -1,0 +1,158 @@
+//! Configuration: typed structs mirroring `config/quantrac.toml`, which is embedded as the
+//! built-in default and documents every key.
+//!
+//! Layers, lowest first: the built-in file, an optional `--config` file (only the keys it
+//! changes), then `QUANTRAC_<SECTION>__<KEY>` environment variables. Every struct denies
+//! unknown fields so that typos fail loudly; [`Config::validate`] then checks what types
+//! cannot (URL schemes, files that must exist, sizes that must be positive).
+
+mod broker_url;
+mod load;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::FixedOffset;
+use serde::{Deserialize, Deserializer};
+
+pub use broker_url::{BrokerAddress, UrlError};
+pub use load::{Error, Result, BUILTIN};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub api: ApiConfig,
+    pub mqtt: MqttConfig,
+    pub storage: StorageConfig,
+    pub validation: ValidationConfig,
+    pub quarantine: QuarantineConfig,
+    pub registry: RegistryConfig,
+    pub stations: StationsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    #[serde(deserialize_with = "utc_offset")]
+    pub utc_offset: FixedOffset,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub default_page_size: usize,
+    pub max_page_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub default_range: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_range: Duration,
+    pub max_buckets: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// External broker URL; `None` starts the embedded broker.
+    pub url: Option<String>,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub topic_prefix: String,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    pub max_packet_size: usize,
+    pub queue_capacity: usize,
+    pub embedded: EmbeddedBrokerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedBrokerConfig {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    pub max_inflight: usize,
+    pub max_payload_size: usize,
+    pub segment_size: usize,
+    pub segment_count: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub backend: Backend,
+    pub path: PathBuf,
+    pub sync: SyncMode,
+    pub queue_capacity: usize,
+    pub batch_max_rows: usize,
+    pub cache_mb: usize,
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationConfig {
+    #[serde(with = "humantime_serde")]
+    pub max_future: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineConfig {
+    pub capacity: usize,
+    pub excerpt_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub seeds: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationsConfig {
+    pub offline_after: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+fn utc_offset<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<FixedOffset, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse::<FixedOffset>().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a UTC offset like +07:00 or -03:30"
+        ))
+    })
+}

@@ -1,0 +1,358 @@
+//! Ingest: quantrac's MQTT subscription, with acknowledgements released end to end.
+//!
+//! Three tasks, connected by bounded channels:
+//!
+//! ```text
+//!  event loop ──Inbound──▶ worker ──WriteItem──▶ store (writer thread)
+//!  (poll only)             (pipeline)  │                 │ confirms Durable after commit
+//!                                      └──Pending──▶ releaser ──PUBACK──▶ broker
+//! ```
+//!
+//! - The **event loop** task only polls rumqttc (keep-alives, reconnects) and forwards
+//!   publishes; it never waits on the store.
+//! - The **worker** runs the [`Pipeline`] and queues the result with the store.
+//! - The **releaser** waits for each message's durability, in arrival order, and only then
+//!   sends its PUBACK (`rumqttc` manual acks). MQTT requires PUBACKs in order; the store
+//!   commits in order, so waiting on the oldest first costs nothing.
+//!
+//! # Backpressure
+//! Nothing is dropped: when the store is slow its queue fills, the worker waits, the inbound
+//! channel fills, and the event loop waits to forward. The broker sends at most its QoS 1
+//! window (inflight) of unacknowledged messages, so in practice the inbound channel
+//! (`mqtt.queue_capacity`) holds the window and the broker keeps the rest.
+//!
+//! # Reconnects
+//! The session is persistent (clean session off, fixed client id): while quantrac is away the
+//! broker keeps its QoS 1 messages. Each connection has an epoch; acknowledgements of messages
+//! received on an earlier connection are withheld (the broker delivers those again, and the
+//! store stores them once), so a stale packet id can never acknowledge a different message.
+
+mod broker;
+mod tls;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
+    SubscribeReasonCode, TlsConfiguration, Transport,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use broker::{free_local_addr, port_is_free, start as start_embedded_broker};
+
+use crate::ack::{self, DurableWait};
+use crate::config::{BrokerAddress, MqttConfig};
+use crate::metrics as m;
+use crate::pipeline::Pipeline;
+use crate::storage::Store;
+use crate::telemetry::{topic, Timestamp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("port {0} is already in use")]
+    PortInUse(std::net::SocketAddr),
+    #[error("the embedded MQTT broker did not start listening on {0}")]
+    BrokerNotListening(std::net::SocketAddr),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Io(std::io::Error),
+}
+
+/// Connection state shown by `/readyz`, and progress signals.
+#[derive(Debug)]
+pub struct IngestStatus {
+    connected: AtomicBool,
+    /// Connected with the subscriptions in place.
+    ready: watch::Sender<bool>,
+    processed: watch::Sender<u64>,
+}
+
+impl Default for IngestStatus {
+    fn default() -> Self {
+        IngestStatus {
+            connected: AtomicBool::new(false),
+            ready: watch::Sender::new(false),
+            processed: watch::Sender::new(0),
+        }
+    }
+}
+
+impl IngestStatus {
+    /// Connected to the broker with the subscriptions in place.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    /// Follows readiness.
+    pub fn readiness(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    /// Messages fully handled (durable, and acknowledged if QoS 1) since start.
+    pub fn processed(&self) -> watch::Receiver<u64> {
+        self.processed.subscribe()
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::SeqCst);
+        if !connected {
+            self.ready.send_replace(false);
+        }
+        metrics::gauge!(m::MQTT_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+    }
+
+    fn set_subscribed(&self) {
+        self.ready.send_replace(self.is_connected());
+    }
+}
+
+/// How to reach the broker and behave on it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub address: BrokerAddress,
+    pub mqtt: MqttConfig,
+}
+
+/// A received message on its way through the worker.
+struct Inbound {
+    publish: Publish,
+    epoch: u64,
+}
+
+/// A message waiting for durability before its acknowledgement.
+struct Pending {
+    publish: Publish,
+    epoch: u64,
+    durable: DurableWait,
+}
+
+/// Builds the client options: persistent session, manual acknowledgements.
+fn options(settings: &Settings) -> Result<MqttOptions, Error> {
+    let mqtt = &settings.mqtt;
+    let address = &settings.address;
+    let mut options = MqttOptions::new(&mqtt.client_id, &address.host, address.port);
+    options
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(mqtt.keep_alive)
+        .set_max_packet_size(mqtt.max_packet_size, mqtt.max_packet_size)
+        .set_request_channel_capacity(mqtt.queue_capacity)
+        .set_inflight(100);
+    if let (Some(user), password) = (&mqtt.username, &mqtt.password) {
+        options.set_credentials(user, password.clone().unwrap_or_default());
+    }
+    if address.tls {
+        let tls = tls::client_config(mqtt.ca_file.as_deref())?;
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    }
+    Ok(options)
+}
+
+/// Runs ingest until `shutdown`, then drains: messages already received are stored and
+/// acknowledged, new ones are left to the broker, and the connection is closed.
+pub async fn run(
+    settings: Settings,
+    pipeline: Arc<Pipeline>,
+    store: Arc<dyn Store>,
+    status: Arc<IngestStatus>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let (client, eventloop) = AsyncClient::new(options(&settings)?, settings.mqtt.queue_capacity);
+    let epoch = Arc::new(AtomicU64::new(0));
+    let (inbound_tx, inbound_rx) = mpsc::channel(settings.mqtt.queue_capacity);
+    let (pending_tx, pending_rx) = mpsc::channel(settings.mqtt.queue_capacity);
+    let worker = tokio::spawn(work(inbound_rx, pipeline, store, pending_tx));
+    let releaser = tokio::spawn(release(
+        pending_rx,
+        client.clone(),
+        epoch.clone(),
+        status.clone(),
+    ));
+    let poller = EventLoopTask {
+        client,
+        eventloop,
+        settings,
+        epoch,
+        status,
+    };
+    poller.run(inbound_tx, releaser, shutdown).await;
+    if let Err(e) = worker.await {
+        tracing::error!(error = %e, "ingest worker failed");
+    }
+    Ok(())
+}
+
+struct EventLoopTask {
+    client: AsyncClient,
+    eventloop: EventLoop,
+    settings: Settings,
+    epoch: Arc<AtomicU64>,
+    status: Arc<IngestStatus>,
+}
+
+impl EventLoopTask {
+    async fn run(
+        mut self,
+        inbound: mpsc::Sender<Inbound>,
+        mut releaser: tokio::task::JoinHandle<()>,
+        shutdown: CancellationToken,
+    ) {
+        let mut inbound = Some(inbound);
+        let mut backoff = self.settings.mqtt.reconnect_min;
+        let address = self.settings.address.to_string();
+        loop {
+            tokio::select! {
+                // Stop forwarding: the worker drains what it has, then the releaser
+                // acknowledges it, then it ends (next arm).
+                () = shutdown.cancelled(), if inbound.is_some() => {
+                    tracing::info!("ingest stopping: draining received messages");
+                    inbound = None;
+                }
+                _ = &mut releaser => break,
+                event = self.eventloop.poll() => match event {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        if ack.code != ConnectReturnCode::Success {
+                            tracing::error!(broker = %address, code = ?ack.code, "broker refused the connection");
+                            continue;
+                        }
+                        backoff = self.settings.mqtt.reconnect_min;
+                        self.status.set_connected(true);
+                        tracing::info!(broker = %address, session_present = ack.session_present, "connected to MQTT broker");
+                        self.subscribe(ack.session_present);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
+                            tracing::error!(?ack, "the broker refused a subscription");
+                        } else {
+                            self.status.set_subscribed();
+                            tracing::info!("subscribed to quantrac/v1 telemetry and status topics");
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        let Some(tx) = &inbound else {
+                            // Shutting down: leave it unacknowledged; the broker keeps it.
+                            continue;
+                        };
+                        let epoch = self.epoch.load(Ordering::SeqCst);
+                        if tx.send(Inbound { publish, epoch }).await.is_err() {
+                            inbound = None;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        // Invalidate acknowledgements for this connection's messages.
+                        self.epoch.fetch_add(1, Ordering::SeqCst);
+                        self.status.set_connected(false);
+                        metrics::counter!(m::MQTT_RECONNECTS_TOTAL).increment(1);
+                        tracing::warn!(broker = %address, error = %e, retry_in = ?backoff, "MQTT connection lost");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = shutdown.cancelled(), if inbound.is_some() => { inbound = None; }
+                        }
+                        backoff = (backoff * 2).min(self.settings.mqtt.reconnect_max);
+                    }
+                }
+            }
+        }
+        self.disconnect().await;
+    }
+
+    fn subscribe(&self, session_present: bool) {
+        if session_present {
+            // The broker kept our subscriptions with the session.
+            self.status.set_subscribed();
+            return;
+        }
+        let filters = topic::subscriptions(&self.settings.mqtt.topic_prefix)
+            .into_iter()
+            .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
+        if let Err(e) = self.client.try_subscribe_many(filters) {
+            tracing::error!(error = %e, "cannot queue the subscription request");
+        }
+    }
+
+    /// Sends the queued acknowledgements, then DISCONNECT, and waits (bounded) for both.
+    async fn disconnect(mut self) {
+        if !self.status.is_connected() {
+            return;
+        }
+        if self.client.try_disconnect().is_err() {
+            return;
+        }
+        let flushed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match self.eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        if flushed.is_err() {
+            tracing::warn!("MQTT disconnect did not complete within 5 s");
+        }
+        self.status.set_connected(false);
+        tracing::info!("disconnected from MQTT broker");
+    }
+}
+
+/// The worker: pipeline, then store; hands each message to the releaser in order.
+async fn work(
+    mut inbound: mpsc::Receiver<Inbound>,
+    pipeline: Arc<Pipeline>,
+    store: Arc<dyn Store>,
+    pending: mpsc::Sender<Pending>,
+) {
+    while let Some(Inbound { publish, epoch }) = inbound.recv().await {
+        let mut item = pipeline.process(&publish.topic, &publish.payload, Timestamp::now());
+        let (done, durable) = ack::pair();
+        item.done = Some(done);
+        if let Err(e) = store.write(item).await {
+            tracing::error!(error = %e, "the store refused a write; the message stays unacknowledged");
+            break;
+        }
+        if pending
+            .send(Pending {
+                publish,
+                epoch,
+                durable,
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// The releaser: acknowledges each message once durable, in arrival order.
+async fn release(
+    mut pending: mpsc::Receiver<Pending>,
+    client: AsyncClient,
+    epoch: Arc<AtomicU64>,
+    status: Arc<IngestStatus>,
+) {
+    while let Some(p) = pending.recv().await {
+        let durable = p.durable.wait().await;
+        if !durable || p.epoch != epoch.load(Ordering::SeqCst) {
+            metrics::counter!(m::MQTT_ACKS_WITHHELD_TOTAL).increment(1);
+            continue;
+        }
+        if p.publish.qos != QoS::AtMostOnce {
+            if let Err(e) = client.ack(&p.publish).await {
+                tracing::warn!(error = %e, "cannot queue an acknowledgement");
+                continue;
+            }
+            metrics::counter!(m::MQTT_ACKS_TOTAL).increment(1);
+        }
+        status.processed.send_modify(|n| *n += 1);
+    }
+}

@@ -1,0 +1,47 @@
+//! quantrac: the backend of a central environmental monitoring center.
+//!
+//! Station gateways at industrial-zone outfalls, stacks and ambient air stations publish
+//! telemetry over MQTT; quantrac validates it, stores it, and serves it to inspectors and
+//! analysts over an HTTP API. `../docs/` holds the contracts (`telemetry.md` for devices,
+//! `api.md` for clients, `configuration.md` for operators).
+//!
+//! # Map
+//! Data flows one way, top to bottom; a module only uses modules below it.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`app`] | wiring: builds every part from the config, starts them, stops them in order |
+//! | [`demo`] | `quantrac demo`: the service plus a simulated fleet in one process |
+//! | [`api`] | HTTP API (axum): stations, readings, quarantine, health |
+//! | [`ingest`] | MQTT subscription (rumqttc), embedded broker (rumqttd), end-to-end acks |
+//! | [`pipeline`] | one message in: decode, validate, fan out to store and live state |
+//! | [`validate`] | pure validation rules: accepted, or rejected with one reason |
+//! | [`storage`] | the `Store` trait, its embedded SQLite backend and its test suite |
+//! | [`live`] | in-memory "now": latest values and presence per station |
+//! | [`quarantine`] | rejection reasons, rejection records, counters |
+//! | [`ack`] | durability confirmations from the store back to ingest |
+//! | [`registry`] | zones, stations, parameters and limit profiles from `seeds/` |
+//! | [`telemetry`] | domain types and the three wire encodings (JSON, bincode, tt10) |
+//! | [`config`] | typed configuration, built-in defaults, environment overrides |
+//! | [`metrics`] | metric names |
+//!
+//! # Guarantees
+//! A message's MQTT acknowledgement is released only after every reading in it is durably
+//! stored or durably rejected ([`ingest`], [`ack`], [`storage`]); readings are identified by
+//! `(station, param, ts)` and stored once; every bounded queue applies backpressure instead
+//! of dropping.
+
+pub mod ack;
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod ingest;
+pub mod live;
+pub mod metrics;
+pub mod pipeline;
+pub mod quarantine;
+pub mod registry;
+pub mod storage;
+pub mod telemetry;
+pub mod validate;

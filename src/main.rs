@@ -1,0 +1,155 @@
+//! The `quantrac` command: `serve`, `demo`, `check-config`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use quantrac::config::{Config, LogConfig, LogFormat};
+use quantrac::registry::Registry;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "quantrac",
+    version,
+    about = "Real-time environmental monitoring backend for industrial zones"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (MQTT ingest, store, HTTP API) until SIGINT/SIGTERM; SIGHUP reloads
+    /// the registry.
+    Serve {
+        /// Configuration file (only the keys it changes; the rest are built-in defaults).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Run the service with a simulated fleet of station gateways in the same process.
+    Demo {
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// How many seed stations to simulate (0 = all).
+        #[arg(long, default_value_t = 0)]
+        stations: usize,
+        /// How often each simulated station reports (real stations: every 5 minutes).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// History to publish first as backlog flushes, so charts have data at once.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        backfill: Duration,
+        /// Seed of the simulation (same seed, same data).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Validate a configuration and the seeds it points to; exit non-zero on any error.
+    CheckConfig {
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => check_config(config.as_deref()),
+        Command::Serve { config } => {
+            let config = load(config.as_deref())?;
+            init_logging(&config.log)?;
+            runtime()?.block_on(serve(config))
+        }
+        Command::Demo {
+            config,
+            stations,
+            interval,
+            backfill,
+            seed,
+        } => {
+            let config = load(config.as_deref())?;
+            init_logging(&config.log)?;
+            let options = quantrac::demo::Options {
+                stations,
+                interval,
+                backfill,
+                seed,
+            };
+            runtime()?.block_on(async move {
+                quantrac::demo::run(config, options)
+                    .await
+                    .context("demo failed")
+            })
+        }
+    }
+}
+
+fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    Config::load(path).context("cannot load the configuration")
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("quantrac")
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = quantrac::app::start(config)
+        .await
+        .context("quantrac could not start")?;
+    quantrac::app::run_until_signalled(running)
+        .await
+        .context("cannot listen for signals")
+}
+
+fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let registry = Registry::load(&config.registry.seeds).with_context(|| {
+        format!(
+            "the configuration is valid but the seeds in {} are not",
+            config.registry.seeds.display()
+        )
+    })?;
+    let broker = config
+        .mqtt
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("embedded on {}", config.mqtt.embedded.listen));
+    println!(
+        "configuration OK ({})",
+        path.map_or("built-in defaults".into(), |p| p.display().to_string())
+    );
+    println!("  api:      http://{}/api/v1", config.api.listen);
+    println!("  broker:   {broker}");
+    println!(
+        "  storage:  {:?} in {}",
+        config.storage.backend,
+        config.storage.path.display()
+    );
+    println!("  registry: {}", registry.summary());
+    Ok(())
+}
+
+fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.is_empty() => EnvFilter::try_new(spec),
+        // The embedded broker logs every connection, and harmless races at disconnect as
+        // errors; quantrac reports what matters itself. Opt in with e.g. "info,rumqttd=info".
+        _ if !log.level.contains("rumqttd") => {
+            EnvFilter::try_new(format!("{},rumqttd=off", log.level))
+        }
+        _ => EnvFilter::try_new(&log.level),
+    }
+    .with_context(|| format!("log.level `{}` is not a valid filter", log.level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match log.format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! Metric names, in one place (`docs/metrics.md` lists them with their meaning).
+//!
+//! Names follow Prometheus conventions: counters end in `_total`, durations are in seconds.
+//! Labels have low cardinality: never a station or parameter id.
+
+/// Messages received from the broker, by `encoding` (`json`, `bincode`, `tt10`, `status`).
+pub const MESSAGES_TOTAL: &str = "quantrac_messages_total";
+/// Readings accepted by validation, by `encoding`.
+pub const READINGS_ACCEPTED_TOTAL: &str = "quantrac_readings_accepted_total";
+/// Rejections (quarantine entries), by `reason`.
+pub const REJECTIONS_TOTAL: &str = "quantrac_rejections_total";
+/// Readings committed by the store.
+pub const STORE_READINGS_TOTAL: &str = "quantrac_store_readings_total";
+/// Rows per store transaction.
+pub const STORE_BATCH_ROWS: &str = "quantrac_store_batch_rows";
+/// Duration of one store transaction, in seconds.
+pub const STORE_COMMIT_SECONDS: &str = "quantrac_store_commit_seconds";
+/// Store write failures (each is retried).
+pub const STORE_ERRORS_TOTAL: &str = "quantrac_store_errors_total";
+/// 1 while connected to the MQTT broker, else 0.
+pub const MQTT_CONNECTED: &str = "quantrac_mqtt_connected";
+/// Connection attempts after a loss.
+pub const MQTT_RECONNECTS_TOTAL: &str = "quantrac_mqtt_reconnects_total";
+/// MQTT acknowledgements released after the data was durable.
+pub const MQTT_ACKS_TOTAL: &str = "quantrac_mqtt_acks_total";
+/// Acknowledgements withheld (data not durable, or the connection it came on is gone).
+pub const MQTT_ACKS_WITHHELD_TOTAL: &str = "quantrac_mqtt_acks_withheld_total";
+
+pub const LABEL_ENCODING: &str = "encoding";
+pub const LABEL_REASON: &str = "reason";

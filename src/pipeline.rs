@@ -1,0 +1,314 @@
+//! The pipeline: one MQTT message in, one [`WriteItem`] out.
+//!
+//! topic -> decode ([`crate::telemetry`]) -> validate ([`crate::validate`]) -> fan out:
+//! accepted readings and rejections go to the store in one item (so a message is durably
+//! stored *or* durably rejected as a whole), live state is updated, rejections are counted
+//! and logged. No I/O here: ingest hands the item to the store and releases the MQTT
+//! acknowledgement when the store confirms it.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::live::Live;
+use crate::metrics as m;
+use crate::quarantine::{self, Counters, Reason, Rejected, Rejection};
+use crate::registry::Registry;
+use crate::storage::{PresenceUpdate, WriteItem};
+use crate::telemetry::{self, Encoding, GatewayState, Timestamp, Topic, TopicKind};
+use crate::validate::{self, Rules};
+
+/// The registry as the pipeline sees it: swapped atomically on reload.
+pub type SharedRegistry = Arc<ArcSwap<Registry>>;
+
+/// Everything the pipeline needs; cheap to share.
+pub struct Pipeline {
+    registry: SharedRegistry,
+    rules: Rules,
+    topic_prefix: String,
+    excerpt_bytes: usize,
+    live: Arc<Live>,
+    counters: Arc<Counters>,
+}
+
+impl Pipeline {
+    pub fn new(
+        registry: SharedRegistry,
+        rules: Rules,
+        topic_prefix: String,
+        excerpt_bytes: usize,
+        live: Arc<Live>,
+        counters: Arc<Counters>,
+    ) -> Pipeline {
+        Pipeline {
+            registry,
+            rules,
+            topic_prefix,
+            excerpt_bytes,
+            live,
+            counters,
+        }
+    }
+
+    /// Processes one message that arrived at `now`.
+    pub fn process(&self, topic: &str, payload: &[u8], now: Timestamp) -> WriteItem {
+        let parsed = match Topic::parse(&self.topic_prefix, topic) {
+            Ok(t) => t,
+            Err(e) => {
+                return self.reject(
+                    topic,
+                    None,
+                    payload,
+                    now,
+                    single(Reason::MalformedPayload, None, e.to_string()),
+                );
+            }
+        };
+        match parsed.kind {
+            TopicKind::Status => self.status(topic, &parsed, payload, now),
+            TopicKind::Telemetry(encoding) => {
+                self.telemetry(topic, &parsed, encoding, payload, now)
+            }
+        }
+    }
+
+    fn telemetry(
+        &self,
+        topic: &str,
+        parsed: &Topic<'_>,
+        encoding: Encoding,
+        payload: &[u8],
+        now: Timestamp,
+    ) -> WriteItem {
+        metrics::counter!(m::MESSAGES_TOTAL, m::LABEL_ENCODING => encoding.as_str()).increment(1);
+        let registry = self.registry.load();
+        let decoded = telemetry::decode(encoding, payload, parsed.station);
+        let outcome = validate::validate(&registry, &self.rules, parsed, &decoded, now);
+        metrics::counter!(m::READINGS_ACCEPTED_TOTAL, m::LABEL_ENCODING => encoding.as_str())
+            .increment(outcome.accepted.len() as u64);
+        self.live.observe(&outcome.accepted, now);
+        let presence = outcome.accepted.first().map(|r| PresenceUpdate {
+            station: r.station.clone(),
+            last_seen: Some(now),
+            gateway: None,
+        });
+        let rejected = (!outcome.rejected.is_empty())
+            .then(|| self.rejected(topic, Some(encoding), payload, now, outcome.rejected));
+        WriteItem {
+            readings: outcome.accepted,
+            rejected,
+            presence,
+            done: None,
+        }
+    }
+
+    fn status(&self, topic: &str, parsed: &Topic<'_>, payload: &[u8], now: Timestamp) -> WriteItem {
+        metrics::counter!(m::MESSAGES_TOTAL, m::LABEL_ENCODING => "status").increment(1);
+        if payload.is_empty() {
+            // An empty retained message clears the retained status; nothing to record.
+            return WriteItem::default();
+        }
+        let registry = self.registry.load();
+        let Some(station) = registry.station(parsed.station) else {
+            let detail = format!("station `{}` is not in the registry", parsed.station);
+            return self.reject(
+                topic,
+                None,
+                payload,
+                now,
+                single(Reason::UnknownStation, Some(parsed.station), detail),
+            );
+        };
+        if *station.zone != *parsed.zone {
+            let detail = format!(
+                "station `{}` belongs to zone `{}`, not to the topic's zone `{}`",
+                station.id, station.zone, parsed.zone
+            );
+            return self.reject(
+                topic,
+                None,
+                payload,
+                now,
+                single(Reason::TopicMismatch, Some(parsed.station), detail),
+            );
+        }
+        let Some(state) = GatewayState::parse(payload) else {
+            let detail = "a status payload must be `online` or `offline`".to_owned();
+            return self.reject(
+                topic,
+                None,
+                payload,
+                now,
+                single(Reason::MalformedPayload, Some(parsed.station), detail),
+            );
+        };
+        self.live.set_gateway(station.id.clone(), state, now);
+        WriteItem {
+            presence: Some(PresenceUpdate {
+                station: station.id.clone(),
+                last_seen: None,
+                gateway: Some((state, now)),
+            }),
+            ..WriteItem::default()
+        }
+    }
+
+    fn reject(
+        &self,
+        topic: &str,
+        encoding: Option<Encoding>,
+        payload: &[u8],
+        now: Timestamp,
+        rejection: Rejection,
+    ) -> WriteItem {
+        WriteItem {
+            rejected: Some(self.rejected(topic, encoding, payload, now, vec![rejection])),
+            ..WriteItem::default()
+        }
+    }
+
+    /// Counts, logs and packages the rejections of one message.
+    fn rejected(
+        &self,
+        topic: &str,
+        encoding: Option<Encoding>,
+        payload: &[u8],
+        now: Timestamp,
+        rejections: Vec<Rejection>,
+    ) -> Rejected {
+        for r in &rejections {
+            self.counters.count(r.reason);
+        }
+        if let Some(first) = rejections.first() {
+            tracing::warn!(
+                topic,
+                rejected = rejections.len(),
+                reason = first.reason.code(),
+                detail = %first.detail,
+                "rejected input quarantined"
+            );
+        }
+        Rejected {
+            received_at: now,
+            topic: topic.to_owned(),
+            encoding,
+            excerpt: quarantine::excerpt(payload, self.excerpt_bytes),
+            rejections,
+        }
+    }
+}
+
+fn single(reason: Reason, station: Option<&str>, detail: String) -> Rejection {
+    Rejection {
+        reason,
+        station: station.map(str::to_owned),
+        param: None,
+        ts: None,
+        value: None,
+        detail,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+
+    const NOW: Timestamp = Timestamp::from_millis(1_795_662_300_000);
+
+    fn pipeline() -> (Pipeline, Arc<Live>, Arc<Counters>) {
+        let registry =
+            Registry::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds")).unwrap();
+        let live = Live::new();
+        let counters = Counters::new();
+        let rules = Rules {
+            max_future: Duration::from_secs(300),
+            max_age: Duration::from_secs(86_400 * 365),
+        };
+        let p = Pipeline::new(
+            Arc::new(ArcSwap::from_pointee(registry)),
+            rules,
+            String::new(),
+            64,
+            live.clone(),
+            counters.clone(),
+        );
+        (p, live, counters)
+    }
+
+    const TOPIC: &str = "quantrac/v1/DN-AMATA/DN-AMATA-WW01/telemetry/json";
+
+    #[test]
+    fn a_mixed_message_yields_stored_readings_and_quarantined_ones_in_one_item() {
+        let (p, live, counters) = pipeline();
+        let payload = br#"{"station":"DN-AMATA-WW01","ts":"2026-11-26T10:05:00+07:00","seq":1,
+            "readings":[{"param":"COD","value":71.3,"unit":"mg/L","status":"00"},
+                        {"param":"COD2","value":1,"unit":"mg/L","status":"00"}]}"#;
+        let item = p.process(TOPIC, payload, NOW);
+        assert_eq!(item.readings.len(), 1);
+        let rejected = item.rejected.unwrap();
+        assert_eq!(rejected.rejections[0].reason, Reason::UnknownParameter);
+        assert_eq!(rejected.encoding, Some(Encoding::Json));
+        assert!(rejected.excerpt.ends_with('…'), "payload cut to 64 bytes");
+        assert_eq!(counters.get(Reason::UnknownParameter), 1);
+        assert_eq!(item.presence.unwrap().last_seen, Some(NOW));
+        assert_eq!(live.station("DN-AMATA-WW01").unwrap().latest.len(), 1);
+    }
+
+    #[test]
+    fn a_status_message_updates_presence_without_readings() {
+        let (p, live, _) = pipeline();
+        let item = p.process("quantrac/v1/DN-AMATA/DN-AMATA-WW01/status", b"offline", NOW);
+        assert!(item.readings.is_empty() && item.rejected.is_none());
+        assert_eq!(
+            item.presence.unwrap().gateway,
+            Some((GatewayState::Offline, NOW))
+        );
+        let station = live.station("DN-AMATA-WW01").unwrap();
+        assert_eq!(station.gateway, Some((GatewayState::Offline, NOW)));
+    }
+
+    #[test]
+    fn bad_status_messages_and_foreign_topics_are_quarantined_with_their_reason() {
+        let (p, _, counters) = pipeline();
+        let cases = [
+            (
+                "quantrac/v1/DN-AMATA/DN-AMATA-WW01/status",
+                &b"maybe"[..],
+                Reason::MalformedPayload,
+            ),
+            (
+                "quantrac/v1/DN-AMATA/NOPE/status",
+                b"online",
+                Reason::UnknownStation,
+            ),
+            (
+                "quantrac/v1/BN-VSIP/DN-AMATA-WW01/status",
+                b"online",
+                Reason::TopicMismatch,
+            ),
+            (
+                "quantrac/v1/DN-AMATA/DN-AMATA-WW01/telemetry/xml",
+                b"<x/>",
+                Reason::MalformedPayload,
+            ),
+        ];
+        for (topic, payload, reason) in cases {
+            let item = p.process(topic, payload, NOW);
+            let rejected = item.rejected.unwrap();
+            assert_eq!(rejected.rejections[0].reason, reason, "{topic}");
+            assert_eq!(rejected.topic, topic);
+        }
+        assert_eq!(counters.get(Reason::MalformedPayload), 2);
+    }
+
+    #[test]
+    fn an_empty_status_payload_clears_nothing_and_rejects_nothing() {
+        let (p, _, _) = pipeline();
+        let item = p.process("quantrac/v1/DN-AMATA/DN-AMATA-WW01/status", b"", NOW);
+        assert!(item.rejected.is_none() && item.presence.is_none());
+    }
+}

@@ -1,0 +1,538 @@
+//! The storage test suite: what every [`Store`] backend must do, written once.
+//!
+//! A backend's test file implements [`Backend`] and invokes
+//! [`storage_conformance_tests!`](crate::storage_conformance_tests), which expands to one
+//! `#[tokio::test]` per check below. Each check uses its own station ids, so backends that
+//! share one server between tests (QuestDB) stay isolated.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed check
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{
+    AggregateQuery, PresenceUpdate, QuarantineQuery, RawQuery, Store, StoredReading, WriteItem,
+};
+use crate::quarantine::{Reason, Rejected, Rejection};
+use crate::telemetry::time::VIETNAM_OFFSET_SECS;
+use crate::telemetry::{Encoding, GatewayState, Reading, Status, Timestamp};
+
+/// How the suite gets stores.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Opens the store named `name`. Opening the same name again after `close` must show
+    /// the same data (a restart).
+    async fn open(&self, name: &str) -> Arc<dyn Store>;
+}
+
+/// Expands to one test per check, for the backend built by `$backend` (an expression of type
+/// `Option<impl Backend>`; `None` skips, printing why, for servers that are not configured).
+#[macro_export]
+macro_rules! storage_conformance_tests {
+    ($backend:expr) => {
+        $crate::storage_conformance_tests!(@each $backend;
+            a_written_reading_reads_back_exactly,
+            rewriting_a_key_stores_it_once_and_the_last_value_wins,
+            raw_pages_follow_ts_then_param_order_and_cursors_neither_skip_nor_repeat,
+            from_is_inclusive_and_to_is_exclusive,
+            the_status_filter_selects_readings_by_status,
+            aggregates_follow_the_calendar_of_the_alignment_offset,
+            latest_returns_the_newest_reading_of_each_series,
+            quarantine_lists_newest_first_with_filters_and_a_cursor,
+            presence_keeps_the_newest_arrival_and_the_last_gateway_announcement,
+            an_item_is_confirmed_durable_only_once_it_is_readable,
+            data_survives_closing_and_reopening_the_store,
+            prune_deletes_only_readings_older_than_the_cutoff,
+            writes_after_close_are_refused,
+        );
+    };
+    (@each $backend:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                match $backend {
+                    Some(backend) => $crate::storage::conformance::$check(&backend).await,
+                    None => return,
+                }
+            }
+        )*
+    };
+}
+
+/// A station id unique to this check and run.
+fn station(check: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("T-{check}-{nanos:09}")
+}
+
+/// A recent, whole-hour time, so that time-partitioned backends accept it.
+fn base_time() -> Timestamp {
+    let hour = 3_600_000;
+    let now = Timestamp::now().as_millis();
+    Timestamp::from_millis(now - now % hour - 48 * hour)
+}
+
+fn reading(station: &str, param: &str, ts: Timestamp, value: f64, status: Status) -> Reading {
+    Reading {
+        station: station.into(),
+        zone: "TZ".into(),
+        param: param.into(),
+        ts,
+        value,
+        status,
+    }
+}
+
+async fn write_durably(store: &dyn Store, readings: Vec<Reading>) {
+    let (done, wait) = crate::ack::pair();
+    store
+        .write(WriteItem {
+            readings,
+            done: Some(done),
+            ..WriteItem::default()
+        })
+        .await
+        .unwrap();
+    assert!(wait.wait().await, "the store confirmed the write");
+}
+
+fn raw(station: &str, params: &[&str], from: Timestamp, to: Timestamp, limit: usize) -> RawQuery {
+    RawQuery {
+        station: station.to_owned(),
+        params: params.iter().map(|p| (*p).to_owned()).collect(),
+        from,
+        to,
+        after: None,
+        limit,
+        status: None,
+    }
+}
+
+fn at(base: Timestamp, minutes: i64) -> Timestamp {
+    Timestamp::from_millis(base.as_millis() + minutes * 60_000)
+}
+
+/// Reads every page of `query`, following cursors.
+async fn read_all(store: &dyn Store, mut query: RawQuery) -> (Vec<StoredReading>, usize) {
+    let mut all = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = store.readings(query.clone()).await.unwrap();
+        pages += 1;
+        assert!(page.readings.len() <= query.limit);
+        let last = page.readings.last().map(|r| (r.ts, r.param.clone()));
+        all.extend(page.readings);
+        match (page.has_more, last) {
+            (true, Some(last)) => query.after = Some(last),
+            _ => return (all, pages),
+        }
+        assert!(pages < 10_000, "paging does not terminate");
+    }
+}
+
+pub async fn a_written_reading_reads_back_exactly(b: &dyn Backend) {
+    let store = b.open("exact").await;
+    let s = station("exact");
+    let t0 = base_time();
+    let values = [71.3, 0.1 + 0.2, 1e-300, 123_456.789_012_345, 0.0, 7.2];
+    let readings: Vec<Reading> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| reading(&s, "COD", at(t0, i as i64), v, Status::Calibrating))
+        .collect();
+    write_durably(&*store, readings).await;
+    let page = store
+        .readings(raw(&s, &["COD"], t0, at(t0, 60), 100))
+        .await
+        .unwrap();
+    let got: Vec<f64> = page.readings.iter().map(|r| r.value).collect();
+    assert_eq!(got, values, "values round-trip bit for bit");
+    assert!(page
+        .readings
+        .iter()
+        .all(|r| r.status == Status::Calibrating));
+    assert_eq!(page.readings[2].ts, at(t0, 2));
+    assert!(!page.has_more);
+    store.close().await.unwrap();
+}
+
+pub async fn rewriting_a_key_stores_it_once_and_the_last_value_wins(b: &dyn Backend) {
+    let store = b.open("dedup").await;
+    let s = station("dedup");
+    let t0 = base_time();
+    for value in [1.0, 1.0, 2.0] {
+        write_durably(
+            &*store,
+            vec![reading(&s, "pH", t0, value, Status::Measuring)],
+        )
+        .await;
+    }
+    let page = store
+        .readings(raw(&s, &["pH"], t0, at(t0, 1), 10))
+        .await
+        .unwrap();
+    assert_eq!(page.readings.len(), 1);
+    assert_eq!(page.readings[0].value, 2.0);
+    store.close().await.unwrap();
+}
+
+pub async fn raw_pages_follow_ts_then_param_order_and_cursors_neither_skip_nor_repeat(
+    b: &dyn Backend,
+) {
+    let store = b.open("paging").await;
+    let s = station("paging");
+    let t0 = base_time();
+    let params = ["COD", "NH4", "pH"];
+    let mut readings = Vec::new();
+    for m in 0..25_i64 {
+        for (i, p) in (0_i64..).zip(params) {
+            // Not every parameter at every minute, to exercise the merge.
+            if (m + i) % 4 != 0 {
+                readings.push(reading(&s, p, at(t0, m), m as f64, Status::Measuring));
+            }
+        }
+    }
+    write_durably(&*store, readings.clone()).await;
+    let mut expected: Vec<(Timestamp, String)> = readings
+        .iter()
+        .map(|r| (r.ts, r.param.to_string()))
+        .collect();
+    expected.sort();
+    let (all, pages) = read_all(&*store, raw(&s, &params, t0, at(t0, 25), 7)).await;
+    let got: Vec<(Timestamp, String)> = all.iter().map(|r| (r.ts, r.param.clone())).collect();
+    assert_eq!(got, expected);
+    assert_eq!(pages, expected.len().div_ceil(7));
+    store.close().await.unwrap();
+}
+
+pub async fn from_is_inclusive_and_to_is_exclusive(b: &dyn Backend) {
+    let store = b.open("range").await;
+    let s = station("range");
+    let t0 = base_time();
+    let readings = (0..10)
+        .map(|m| reading(&s, "TSS", at(t0, m), m as f64, Status::Measuring))
+        .collect();
+    write_durably(&*store, readings).await;
+    let page = store
+        .readings(raw(&s, &["TSS"], at(t0, 2), at(t0, 5), 100))
+        .await
+        .unwrap();
+    let minutes: Vec<f64> = page.readings.iter().map(|r| r.value).collect();
+    assert_eq!(minutes, [2.0, 3.0, 4.0]);
+    let none = store
+        .readings(raw(&s, &["Other"], t0, at(t0, 10), 100))
+        .await
+        .unwrap();
+    assert!(
+        none.readings.is_empty(),
+        "an unknown series is empty, not an error"
+    );
+    store.close().await.unwrap();
+}
+
+pub async fn the_status_filter_selects_readings_by_status(b: &dyn Backend) {
+    let store = b.open("status").await;
+    let s = station("status");
+    let t0 = base_time();
+    let statuses = [Status::Measuring, Status::Calibrating, Status::DeviceError];
+    let readings = (0..9)
+        .map(|m| reading(&s, "COD", at(t0, m), m as f64, statuses[m as usize % 3]))
+        .collect();
+    write_durably(&*store, readings).await;
+    let mut q = raw(&s, &["COD"], t0, at(t0, 9), 100);
+    q.status = Some(Status::DeviceError);
+    let page = store.readings(q).await.unwrap();
+    let values: Vec<f64> = page.readings.iter().map(|r| r.value).collect();
+    assert_eq!(values, [2.0, 5.0, 8.0]);
+    store.close().await.unwrap();
+}
+
+pub async fn aggregates_follow_the_calendar_of_the_alignment_offset(b: &dyn Backend) {
+    let store = b.open("agg").await;
+    let s = station("agg");
+    // Vietnam midnight two days ago, and readings every hour for two days.
+    let day = 86_400_000;
+    let offset = i64::from(VIETNAM_OFFSET_SECS) * 1000;
+    let now = Timestamp::now().as_millis();
+    let midnight = now - (now + offset).rem_euclid(day) - 3 * day;
+    let t0 = Timestamp::from_millis(midnight);
+    let mut readings: Vec<Reading> = (0..48)
+        .map(|h| reading(&s, "PM2.5", at(t0, h * 60), h as f64, Status::Measuring))
+        .collect();
+    readings.push(reading(
+        &s,
+        "PM2.5",
+        at(t0, 30),
+        1000.0,
+        Status::Calibrating,
+    ));
+    write_durably(&*store, readings).await;
+    let query = AggregateQuery {
+        station: s.clone(),
+        params: vec!["PM2.5".into(), "PM10".into()],
+        from: t0,
+        to: Timestamp::from_millis(midnight + 2 * day),
+        bucket_ms: day,
+        align_offset_ms: offset,
+        status: Some(Status::Measuring),
+    };
+    let series = store.aggregate(query.clone()).await.unwrap();
+    assert_eq!(series.len(), 2);
+    assert_eq!(series[0].param, "PM2.5");
+    let days = &series[0].buckets;
+    assert_eq!(days.len(), 2, "{days:?}");
+    assert_eq!(days[0].start, t0, "day buckets start at Vietnam midnight");
+    assert_eq!(days[0].count, 24);
+    assert_eq!((days[0].min, days[0].max, days[0].avg), (0.0, 23.0, 11.5));
+    assert_eq!((days[1].min, days[1].max, days[1].avg), (24.0, 47.0, 35.5));
+    assert!(series[1].buckets.is_empty(), "no data, no buckets");
+    assert_eq!(
+        query.bucket_start(at(t0, 60 * 30)),
+        Timestamp::from_millis(midnight + day)
+    );
+
+    let hourly = store
+        .aggregate(AggregateQuery {
+            bucket_ms: 3_600_000,
+            status: None,
+            ..query
+        })
+        .await
+        .unwrap();
+    let first = &hourly[0].buckets[0];
+    assert_eq!(
+        (first.count, first.max),
+        (2, 1000.0),
+        "no filter includes status 01"
+    );
+    store.close().await.unwrap();
+}
+
+pub async fn latest_returns_the_newest_reading_of_each_series(b: &dyn Backend) {
+    let store = b.open("latest").await;
+    let s = station("latest");
+    let t0 = base_time();
+    write_durably(
+        &*store,
+        vec![
+            reading(&s, "COD", at(t0, 5), 5.0, Status::Measuring),
+            reading(&s, "pH", at(t0, 1), 7.0, Status::DeviceError),
+        ],
+    )
+    .await;
+    // A late backlog does not replace the newest value.
+    write_durably(
+        &*store,
+        vec![reading(&s, "COD", at(t0, 1), 1.0, Status::Measuring)],
+    )
+    .await;
+    let mut mine: Vec<_> = store
+        .latest()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.station == s)
+        .collect();
+    mine.sort_by(|a, b| a.param.cmp(&b.param));
+    assert_eq!(mine.len(), 2);
+    assert_eq!((mine[0].param.as_str(), mine[0].value), ("COD", 5.0));
+    assert_eq!(mine[0].ts, at(t0, 5));
+    assert_eq!(
+        (mine[1].param.as_str(), mine[1].status),
+        ("pH", Status::DeviceError)
+    );
+    store.close().await.unwrap();
+}
+
+fn rejected(station: &str, reasons: &[Reason]) -> Rejected {
+    Rejected {
+        received_at: Timestamp::now(),
+        topic: format!("quantrac/v1/TZ/{station}/telemetry/json"),
+        encoding: Some(Encoding::Json),
+        excerpt: "{\"bad\":".into(),
+        rejections: reasons
+            .iter()
+            .map(|&reason| Rejection {
+                reason,
+                station: Some(station.to_owned()),
+                param: Some("COD".into()),
+                ts: Some(base_time()),
+                value: Some(1.5),
+                detail: format!("detail of {}", reason.code()),
+            })
+            .collect(),
+    }
+}
+
+pub async fn quarantine_lists_newest_first_with_filters_and_a_cursor(b: &dyn Backend) {
+    let store = b.open("quarantine").await;
+    let s = station("quarantine");
+    let reasons = [Reason::OutOfRange, Reason::UnitMismatch, Reason::OutOfRange];
+    for reason in reasons {
+        let (done, wait) = crate::ack::pair();
+        store
+            .write(WriteItem {
+                rejected: Some(rejected(&s, &[reason])),
+                done: Some(done),
+                ..WriteItem::default()
+            })
+            .await
+            .unwrap();
+        assert!(wait.wait().await);
+    }
+    let query = QuarantineQuery {
+        station: Some(s.clone()),
+        limit: 2,
+        ..QuarantineQuery::default()
+    };
+    let page = store.quarantine(query.clone()).await.unwrap();
+    assert_eq!(page.entries.len(), 2);
+    assert!(page.has_more);
+    assert!(page.entries[0].id > page.entries[1].id, "newest first");
+    assert_eq!(page.entries[1].rejection.reason, Reason::UnitMismatch);
+    let e = &page.entries[0];
+    assert_eq!(e.encoding, Some(Encoding::Json));
+    assert_eq!(e.rejection.detail, "detail of out_of_range");
+    assert_eq!(e.rejection.value, Some(1.5));
+    assert_eq!(e.excerpt, "{\"bad\":");
+    let rest = store
+        .quarantine(QuarantineQuery {
+            before_id: Some(page.entries[1].id),
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.entries.len(), 1);
+    assert!(!rest.has_more);
+    let by_reason = store
+        .quarantine(QuarantineQuery {
+            reason: Some(Reason::OutOfRange),
+            limit: 10,
+            ..query
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_reason.entries.len(), 2);
+    store.close().await.unwrap();
+}
+
+pub async fn presence_keeps_the_newest_arrival_and_the_last_gateway_announcement(b: &dyn Backend) {
+    let store = b.open("presence").await;
+    let s = station("presence");
+    let t0 = base_time();
+    let updates = [
+        (Some(at(t0, 10)), None),
+        (Some(at(t0, 5)), Some((GatewayState::Online, at(t0, 1)))),
+        (None, Some((GatewayState::Offline, at(t0, 11)))),
+    ];
+    for (last_seen, gateway) in updates {
+        store
+            .write(WriteItem {
+                presence: Some(PresenceUpdate {
+                    station: s.as_str().into(),
+                    last_seen,
+                    gateway,
+                }),
+                ..WriteItem::default()
+            })
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    let row = store
+        .presence()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.station == s)
+        .expect("presence stored");
+    assert_eq!(row.last_seen, Some(at(t0, 10)));
+    assert_eq!(row.gateway, Some((GatewayState::Offline, at(t0, 11))));
+    store.close().await.unwrap();
+}
+
+pub async fn an_item_is_confirmed_durable_only_once_it_is_readable(b: &dyn Backend) {
+    let store = b.open("durable").await;
+    let s = station("durable");
+    let t0 = base_time();
+    let mut waits = Vec::new();
+    for m in 0..50 {
+        let (done, wait) = crate::ack::pair();
+        store
+            .write(WriteItem {
+                readings: vec![reading(&s, "COD", at(t0, m), m as f64, Status::Measuring)],
+                done: Some(done),
+                ..WriteItem::default()
+            })
+            .await
+            .unwrap();
+        waits.push(wait);
+    }
+    let last = waits.pop().expect("fifty waits");
+    assert!(last.wait().await);
+    let page = store
+        .readings(raw(&s, &["COD"], t0, at(t0, 60), 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.readings.len(),
+        50,
+        "everything queued before is readable"
+    );
+    for w in waits {
+        assert!(w.wait().await, "earlier items were confirmed too");
+    }
+    store.close().await.unwrap();
+}
+
+pub async fn data_survives_closing_and_reopening_the_store(b: &dyn Backend) {
+    let s = station("reopen");
+    let t0 = base_time();
+    let store = b.open("reopen").await;
+    write_durably(
+        &*store,
+        vec![reading(&s, "NOx", t0, 321.5, Status::Measuring)],
+    )
+    .await;
+    store.close().await.unwrap();
+    drop(store);
+    let store = b.open("reopen").await;
+    let page = store
+        .readings(raw(&s, &["NOx"], t0, at(t0, 1), 10))
+        .await
+        .unwrap();
+    assert_eq!(page.readings.len(), 1);
+    assert_eq!(page.readings[0].value, 321.5);
+    store.close().await.unwrap();
+}
+
+pub async fn prune_deletes_only_readings_older_than_the_cutoff(b: &dyn Backend) {
+    let store = b.open("prune").await;
+    let s = station("prune");
+    let t0 = base_time();
+    let readings = (0..10)
+        .map(|m| reading(&s, "SO2", at(t0, m), m as f64, Status::Measuring))
+        .collect();
+    write_durably(&*store, readings).await;
+    store.prune(at(t0, 4)).await.unwrap();
+    let page = store
+        .readings(raw(&s, &["SO2"], t0, at(t0, 10), 100))
+        .await
+        .unwrap();
+    assert_eq!(page.readings.len(), 6);
+    assert_eq!(page.readings[0].ts, at(t0, 4));
+    store.close().await.unwrap();
+}
+
+pub async fn writes_after_close_are_refused(b: &dyn Backend) {
+    let store = b.open("closed").await;
+    store.close().await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), store.write(WriteItem::default()))
+        .await
+        .expect("a write after close returns at once");
+    assert!(matches!(outcome, Err(super::Error::Closed)));
+}

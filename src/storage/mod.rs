@@ -1,0 +1,208 @@
+//! Storage: the [`Store`] trait every backend implements, the query types the API speaks,
+//! and the backends.
+//!
+//! - [`sqlite`]: the embedded store (default; nothing to install).
+//! - [`conformance`]: the storage test suite that every backend must pass.
+//!
+//! # Contract every backend keeps
+//! - **Identity.** A reading is keyed by `(station, param, ts)` (milliseconds). Writing the
+//!   same key again stores it once; the last value written wins (QuestDB `DEDUP UPSERT`
+//!   semantics, so that both backends agree).
+//! - **Durability before confirmation.** [`Store::write`] queues an item; the item's
+//!   [`Durable`](crate::ack::Durable) is confirmed only once the item is committed so that it
+//!   survives a crash. Items are committed in the order they were queued.
+//! - **Backpressure.** `write` waits while the backend's queue is full; it never drops.
+//! - **Ordering of reads.** Raw pages are ordered by `(ts, param)`; cursors continue strictly
+//!   after the last row returned.
+
+pub mod conformance;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::ack::Durable;
+use crate::quarantine::{QuarantineEntry, Reason, Rejected};
+use crate::telemetry::{GatewayState, Reading, Status, Timestamp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the database was written by a newer quantrac (schema {found}, this build reads {supported})")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("the store is shut down")]
+    Closed,
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything one ingested message produces, written atomically.
+#[derive(Debug, Default)]
+pub struct WriteItem {
+    pub readings: Vec<Reading>,
+    pub rejected: Option<Rejected>,
+    pub presence: Option<PresenceUpdate>,
+    /// Confirmed once the item is durable.
+    pub done: Option<Durable>,
+}
+
+/// What a message tells about a station's presence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceUpdate {
+    pub station: Arc<str>,
+    /// Arrival time of valid data, if the message carried any.
+    pub last_seen: Option<Timestamp>,
+    /// A gateway announcement from the status topic, with its arrival time.
+    pub gateway: Option<(GatewayState, Timestamp)>,
+}
+
+/// A station's stored presence (restores [`crate::live`] at start).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceRow {
+    pub station: String,
+    pub last_seen: Option<Timestamp>,
+    pub gateway: Option<(GatewayState, Timestamp)>,
+}
+
+/// Filter on the Circular 10 status of readings.
+pub type StatusFilter = Option<Status>;
+
+/// A page of raw readings of one station.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawQuery {
+    pub station: String,
+    /// Parameters to include (at least one).
+    pub params: Vec<String>,
+    /// Inclusive start.
+    pub from: Timestamp,
+    /// Exclusive end.
+    pub to: Timestamp,
+    /// Continue strictly after this `(ts, param)` (from a cursor).
+    pub after: Option<(Timestamp, String)>,
+    pub limit: usize,
+    pub status: StatusFilter,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReading {
+    pub param: String,
+    pub ts: Timestamp,
+    pub value: f64,
+    pub status: Status,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadingPage {
+    pub readings: Vec<StoredReading>,
+    pub has_more: bool,
+}
+
+/// Time-bucketed aggregates of one station's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateQuery {
+    pub station: String,
+    pub params: Vec<String>,
+    pub from: Timestamp,
+    pub to: Timestamp,
+    /// Bucket width in milliseconds.
+    pub bucket_ms: i64,
+    /// Buckets start where `(ts + align_offset_ms) % bucket_ms == 0`; the UTC offset of the
+    /// calendar the buckets follow (Vietnam: 7 h, so day buckets start at local midnight).
+    pub align_offset_ms: i64,
+    pub status: StatusFilter,
+}
+
+impl AggregateQuery {
+    /// The start of the bucket that holds `ts`.
+    pub fn bucket_start(&self, ts: Timestamp) -> Timestamp {
+        let shifted = ts.as_millis() + self.align_offset_ms;
+        Timestamp::from_millis(shifted - shifted.rem_euclid(self.bucket_ms) - self.align_offset_ms)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    pub start: Timestamp,
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+    pub count: u64,
+}
+
+/// The non-empty buckets of one parameter, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesBuckets {
+    pub param: String,
+    pub buckets: Vec<Bucket>,
+}
+
+/// The newest stored reading of one series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatestRow {
+    pub station: String,
+    pub param: String,
+    pub ts: Timestamp,
+    pub value: f64,
+    pub status: Status,
+}
+
+/// Quarantine listing, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QuarantineQuery {
+    pub station: Option<String>,
+    pub reason: Option<Reason>,
+    /// Continue with entries older than this id (from a cursor).
+    pub before_id: Option<u64>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuarantinePage {
+    pub entries: Vec<QuarantineEntry>,
+    pub has_more: bool,
+}
+
+/// A storage backend.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Queues an item for durable storage, waiting while the queue is full. The item's
+    /// `done` is confirmed after its commit.
+    async fn write(&self, item: WriteItem) -> Result<()>;
+
+    /// Resolves once everything queued before the call is durable.
+    async fn flush(&self) -> Result<()>;
+
+    /// A page of raw readings ordered by `(ts, param)`.
+    async fn readings(&self, query: RawQuery) -> Result<ReadingPage>;
+
+    /// Aggregates per bucket for each parameter of the query (parameters without data are
+    /// returned with no buckets).
+    async fn aggregate(&self, query: AggregateQuery) -> Result<Vec<SeriesBuckets>>;
+
+    /// The newest reading of every stored series.
+    async fn latest(&self) -> Result<Vec<LatestRow>>;
+
+    /// The stored presence of every station seen.
+    async fn presence(&self) -> Result<Vec<PresenceRow>>;
+
+    /// Quarantine entries, newest first.
+    async fn quarantine(&self, query: QuarantineQuery) -> Result<QuarantinePage>;
+
+    /// Deletes readings older than `cutoff`; returns how many.
+    async fn prune(&self, cutoff: Timestamp) -> Result<u64>;
+
+    /// Checks the store answers (readiness).
+    async fn ping(&self) -> Result<()>;
+
+    /// Commits what is queued and stops the writer. Later writes fail with `Closed`.
+    async fn close(&self) -> Result<()>;
+}

@@ -1,0 +1,228 @@
+//! The embedded store: SQLite (bundled, WAL mode) in `<storage.path>/quantrac.db`.
+//!
+//! # Schema (version 1, `PRAGMA user_version`)
+//! ```text
+//! series     (id INTEGER PRIMARY KEY, station, param, zone, UNIQUE (station, param))
+//! readings   (series, ts, value REAL, status 0|1|2, PRIMARY KEY (series, ts)) WITHOUT ROWID
+//! quarantine (id AUTOINCREMENT, received_at, topic, encoding, reason, station, param, ts,
+//!             value, detail, excerpt)
+//! presence   (station PRIMARY KEY, last_seen, gateway 'online'|'offline', gateway_at)
+//! ```
+//! Times are UTC epoch milliseconds.
+//!
+//! # Invariants
+//! - A reading's identity `(station, param, ts)` maps to exactly one row: `series` turns
+//!   `(station, param)` into a small integer and `readings` is keyed by `(series, ts)`.
+//!   Re-writing a key updates the row in place (last write wins), so re-sent data is stored
+//!   once. The clustered `WITHOUT ROWID` key keeps a series' rows together: range queries
+//!   and "latest" are primary-key seeks (see `../shared/reference/storage-notes.md`).
+//! - One writer. Only the writer thread ([`writer`]) writes; it commits whole
+//!   [`WriteItem`](crate::storage::WriteItem)s, in queue order, in transactions of up to
+//!   `storage.batch_max_rows` readings, and confirms an item's `Durable` only after the
+//!   commit returned. With `sync = "full"` the commit has reached the disk.
+//! - A failed commit is rolled back and retried (with backoff) until it succeeds or the store
+//!   is closed: nothing is confirmed that is not stored, and nothing is silently dropped.
+//! - Readers use their own read-only connections (WAL lets them run beside the writer) on
+//!   tokio's blocking pool, never on the async workers.
+//! - `quarantine` keeps the newest `quarantine.capacity` rows; older ones are deleted in the
+//!   transaction that inserts new ones.
+
+mod read;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    AggregateQuery, Error, LatestRow, PresenceRow, QuarantinePage, QuarantineQuery, RawQuery,
+    ReadingPage, Result, SeriesBuckets, Store, WriteItem,
+};
+use crate::config::{StorageConfig, SyncMode};
+use crate::telemetry::Timestamp;
+use read::ReadPool;
+use writer::Command;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "quantrac.db";
+
+/// Settings of the embedded store.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    pub dir: PathBuf,
+    pub sync: SyncMode,
+    pub queue_capacity: usize,
+    pub batch_max_rows: usize,
+    pub cache_mb: usize,
+    pub quarantine_capacity: usize,
+}
+
+impl SqliteConfig {
+    pub fn from_config(storage: &StorageConfig, quarantine_capacity: usize) -> SqliteConfig {
+        SqliteConfig {
+            dir: storage.path.clone(),
+            sync: storage.sync,
+            queue_capacity: storage.queue_capacity,
+            batch_max_rows: storage.batch_max_rows,
+            cache_mb: storage.cache_mb,
+            quarantine_capacity,
+        }
+    }
+
+    /// Defaults suitable for tests and tools: a directory and nothing else.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> SqliteConfig {
+        SqliteConfig {
+            dir: dir.into(),
+            sync: SyncMode::Normal,
+            queue_capacity: 1024,
+            batch_max_rows: 50_000,
+            cache_mb: 16,
+            quarantine_capacity: 10_000,
+        }
+    }
+}
+
+/// The embedded SQLite store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    commands: mpsc::Sender<Command>,
+    closing: Arc<AtomicBool>,
+    writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    reads: Arc<ReadPool>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and starts the writer thread.
+    pub fn open(config: SqliteConfig) -> Result<SqliteStore> {
+        std::fs::create_dir_all(&config.dir).map_err(|source| Error::DataDir {
+            path: config.dir.clone(),
+            source,
+        })?;
+        let path = config.dir.join(DB_FILE);
+        let mut conn = open_connection(&path, false, config.cache_mb)?;
+        let sync = match config.sync {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
+        schema::migrate(&mut conn)?;
+
+        let (commands, rx) = mpsc::channel(config.queue_capacity);
+        let closing = Arc::new(AtomicBool::new(false));
+        let writer = writer::Writer::new(conn, &config, closing.clone());
+        let handle = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| Error::Task(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            commands,
+            closing,
+            writer: parking_lot::Mutex::new(Some(handle)),
+            reads: Arc::new(ReadPool::new(path)),
+        })
+    }
+
+    async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let pool = self.reads.clone();
+        tokio::task::spawn_blocking(move || pool.with(f))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+    }
+}
+
+/// Opens a connection with the settings every connection shares.
+fn open_connection(path: &Path, read_only: bool, cache_mb: usize) -> Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    if !read_only {
+        // WAL: readers never block the writer and the writer never blocks readers.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    let cache_kib = i64::try_from(cache_mb.saturating_mul(1024)).unwrap_or(i64::MAX);
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(conn)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn write(&self, item: WriteItem) -> Result<()> {
+        self.commands
+            .send(Command::Write(item))
+            .await
+            .map_err(|_| Error::Closed)
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.command(Command::Flush).await
+    }
+
+    async fn readings(&self, query: RawQuery) -> Result<ReadingPage> {
+        self.read(move |c| read::readings(c, &query)).await
+    }
+
+    async fn aggregate(&self, query: AggregateQuery) -> Result<Vec<SeriesBuckets>> {
+        self.read(move |c| read::aggregate(c, &query)).await
+    }
+
+    async fn latest(&self) -> Result<Vec<LatestRow>> {
+        self.read(read::latest).await
+    }
+
+    async fn presence(&self) -> Result<Vec<PresenceRow>> {
+        self.read(read::presence).await
+    }
+
+    async fn quarantine(&self, query: QuarantineQuery) -> Result<QuarantinePage> {
+        self.read(move |c| read::quarantine(c, &query)).await
+    }
+
+    async fn prune(&self, cutoff: Timestamp) -> Result<u64> {
+        self.command(|tx| Command::Prune(cutoff, tx)).await?
+    }
+
+    async fn ping(&self) -> Result<()> {
+        if self.commands.is_closed() {
+            return Err(Error::Closed);
+        }
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closing.store(true, Ordering::SeqCst);
+        // The writer commits what was queued before the Close command, then stops.
+        let _ = self.command(Command::Close).await;
+        let handle = self.writer.lock().take();
+        if let Some(handle) = handle {
+            tokio::task::spawn_blocking(move || handle.join())
+                .await
+                .map_err(|e| Error::Task(e.to_string()))?
+                .map_err(|_| Error::Task("the writer thread panicked".into()))?;
+        }
+        Ok(())
+    }
+}

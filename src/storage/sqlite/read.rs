@@ -1,0 +1,250 @@
+//! Queries, on read-only connections from a small pool.
+//!
+//! Every query is a primary-key seek per series: a station's parameters are looked up in
+//! `series`, each series is read in `(series, ts)` order, and multi-parameter pages are merged
+//! in memory (each series contributes at most `limit + 1` rows, so the merge is bounded).
+
+use std::path::PathBuf;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::open_connection;
+use crate::quarantine::{QuarantineEntry, Reason, Rejection};
+use crate::storage::{
+    AggregateQuery, Bucket, LatestRow, PresenceRow, QuarantinePage, QuarantineQuery, RawQuery,
+    ReadingPage, Result, SeriesBuckets, StoredReading,
+};
+use crate::telemetry::{Encoding, GatewayState, Status, Timestamp};
+
+/// Idle read connections kept for reuse.
+const MAX_IDLE: usize = 8;
+/// Page cache per read connection, in MiB.
+const READ_CACHE_MB: usize = 8;
+
+pub(super) struct ReadPool {
+    path: PathBuf,
+    idle: parking_lot::Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    pub(super) fn new(path: PathBuf) -> ReadPool {
+        ReadPool {
+            path,
+            idle: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` on a pooled connection (blocking: call from the blocking pool).
+    pub(super) fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.idle.lock().pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => open_connection(&self.path, true, READ_CACHE_MB)?,
+        };
+        let out = f(&conn);
+        let mut idle = self.idle.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+        out
+    }
+}
+
+fn series_id(conn: &Connection, station: &str, param: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM series WHERE station = ?1 AND param = ?2")?
+        .query_row(params![station, param], |r| r.get(0))
+        .optional()?)
+}
+
+fn status_of(code: i64) -> rusqlite::Result<Status> {
+    u8::try_from(code)
+        .ok()
+        .and_then(Status::from_u8)
+        .ok_or_else(|| rusqlite::Error::IntegralValueOutOfRange(3, code))
+}
+
+pub(super) fn readings(conn: &Connection, q: &RawQuery) -> Result<ReadingPage> {
+    let limit = i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX);
+    let status = q.status.map(|s| i64::from(s.as_u8()));
+    let mut rows: Vec<StoredReading> = Vec::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT ts, value, status FROM readings
+         WHERE series = ?1 AND ts >= ?2 AND ts < ?3 AND (?4 IS NULL OR status = ?4)
+         ORDER BY ts LIMIT ?5",
+    )?;
+    for param in &q.params {
+        let Some(series) = series_id(conn, &q.station, param)? else {
+            continue;
+        };
+        // Strictly after (ts, param) in (ts, param) order.
+        let start = match &q.after {
+            Some((ts, after_param)) if param.as_str() > after_param.as_str() => *ts,
+            Some((ts, _)) => Timestamp::from_millis(ts.as_millis().saturating_add(1)),
+            None => q.from,
+        }
+        .max(q.from);
+        let found = stmt.query_map(
+            params![series, start.as_millis(), q.to.as_millis(), status, limit],
+            |r| {
+                Ok(StoredReading {
+                    param: param.clone(),
+                    ts: Timestamp::from_millis(r.get(0)?),
+                    value: r.get(1)?,
+                    status: status_of(r.get(2)?)?,
+                })
+            },
+        )?;
+        for row in found {
+            rows.push(row?);
+        }
+    }
+    rows.sort_by(|a, b| a.ts.cmp(&b.ts).then_with(|| a.param.cmp(&b.param)));
+    let has_more = rows.len() > q.limit;
+    rows.truncate(q.limit);
+    Ok(ReadingPage {
+        readings: rows,
+        has_more,
+    })
+}
+
+pub(super) fn aggregate(conn: &Connection, q: &AggregateQuery) -> Result<Vec<SeriesBuckets>> {
+    let status = q.status.map(|s| i64::from(s.as_u8()));
+    // Bucket start = shifted - (shifted mod width) - offset, with a non-negative modulo.
+    let mut stmt = conn.prepare_cached(
+        "SELECT (ts + ?4) - ((((ts + ?4) % ?5) + ?5) % ?5) - ?4 AS start,
+                avg(value), min(value), max(value), count(*)
+         FROM readings
+         WHERE series = ?1 AND ts >= ?2 AND ts < ?3 AND (?6 IS NULL OR status = ?6)
+         GROUP BY start ORDER BY start",
+    )?;
+    let mut out = Vec::with_capacity(q.params.len());
+    for param in &q.params {
+        let mut buckets = Vec::new();
+        if let Some(series) = series_id(conn, &q.station, param)? {
+            let found = stmt.query_map(
+                params![
+                    series,
+                    q.from.as_millis(),
+                    q.to.as_millis(),
+                    q.align_offset_ms,
+                    q.bucket_ms,
+                    status
+                ],
+                |r| {
+                    Ok(Bucket {
+                        start: Timestamp::from_millis(r.get(0)?),
+                        avg: r.get(1)?,
+                        min: r.get(2)?,
+                        max: r.get(3)?,
+                        count: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+                    })
+                },
+            )?;
+            for b in found {
+                buckets.push(b?);
+            }
+        }
+        out.push(SeriesBuckets {
+            param: param.clone(),
+            buckets,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn latest(conn: &Connection) -> Result<Vec<LatestRow>> {
+    let mut series = conn.prepare_cached("SELECT id, station, param FROM series")?;
+    let all: Vec<(i64, String, String)> = series
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    // One primary-key seek per series: "max(ts) GROUP BY" would scan every row.
+    let mut newest = conn.prepare_cached(
+        "SELECT ts, value, status FROM readings WHERE series = ?1 ORDER BY ts DESC LIMIT 1",
+    )?;
+    let mut out = Vec::with_capacity(all.len());
+    for (id, station, param) in all {
+        let row = newest
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, f64>(1)?,
+                    status_of(r.get(2)?)?,
+                ))
+            })
+            .optional()?;
+        if let Some((ts, value, status)) = row {
+            out.push(LatestRow {
+                station,
+                param,
+                ts: Timestamp::from_millis(ts),
+                value,
+                status,
+            });
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn presence(conn: &Connection) -> Result<Vec<PresenceRow>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT station, last_seen, gateway, gateway_at FROM presence")?;
+    let rows = stmt.query_map([], |r| {
+        let gateway: Option<String> = r.get(2)?;
+        let at: Option<i64> = r.get(3)?;
+        let gateway = match (
+            gateway
+                .as_deref()
+                .map(str::as_bytes)
+                .and_then(GatewayState::parse),
+            at,
+        ) {
+            (Some(state), Some(at)) => Some((state, Timestamp::from_millis(at))),
+            _ => None,
+        };
+        Ok(PresenceRow {
+            station: r.get(0)?,
+            last_seen: r.get::<_, Option<i64>>(1)?.map(Timestamp::from_millis),
+            gateway,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn quarantine(conn: &Connection, q: &QuarantineQuery) -> Result<QuarantinePage> {
+    let limit = i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX);
+    let before = q.before_id.map(|id| i64::try_from(id).unwrap_or(i64::MAX));
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, received_at, topic, encoding, reason, station, param, ts, value, detail, excerpt
+         FROM quarantine
+         WHERE (?1 IS NULL OR station = ?1) AND (?2 IS NULL OR reason = ?2)
+           AND (?3 IS NULL OR id < ?3)
+         ORDER BY id DESC LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(
+        params![q.station, q.reason.map(Reason::code), before, limit],
+        |r| {
+            let reason: String = r.get(4)?;
+            let encoding: Option<String> = r.get(3)?;
+            Ok(QuarantineEntry {
+                id: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                received_at: Timestamp::from_millis(r.get(1)?),
+                topic: r.get(2)?,
+                encoding: encoding.as_deref().and_then(Encoding::from_topic_level),
+                excerpt: r.get(10)?,
+                rejection: Rejection {
+                    reason: Reason::parse(&reason).unwrap_or(Reason::MalformedPayload),
+                    station: r.get(5)?,
+                    param: r.get(6)?,
+                    ts: r.get::<_, Option<i64>>(7)?.map(Timestamp::from_millis),
+                    value: r.get(8)?,
+                    detail: r.get(9)?,
+                },
+            })
+        },
+    )?;
+    let mut entries: Vec<QuarantineEntry> = rows.collect::<rusqlite::Result<_>>()?;
+    let has_more = entries.len() > q.limit;
+    entries.truncate(q.limit);
+    Ok(QuarantinePage { entries, has_more })
+}

@@ -1,0 +1,63 @@
+//! The SQLite schema and its migrations (`PRAGMA user_version` holds the version).
+
+use rusqlite::Connection;
+
+use crate::storage::{Error, Result};
+
+/// The schema version this build writes.
+pub const VERSION: i64 = 1;
+
+const V1: &str = "
+CREATE TABLE series (
+    id      INTEGER PRIMARY KEY,
+    station TEXT NOT NULL,
+    param   TEXT NOT NULL,
+    zone    TEXT NOT NULL,
+    UNIQUE (station, param)
+);
+CREATE TABLE readings (
+    series INTEGER NOT NULL REFERENCES series (id),
+    ts     INTEGER NOT NULL,
+    value  REAL    NOT NULL,
+    status INTEGER NOT NULL CHECK (status IN (0, 1, 2)),
+    PRIMARY KEY (series, ts)
+) WITHOUT ROWID;
+CREATE TABLE quarantine (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at INTEGER NOT NULL,
+    topic       TEXT    NOT NULL,
+    encoding    TEXT,
+    reason      TEXT    NOT NULL,
+    station     TEXT,
+    param       TEXT,
+    ts          INTEGER,
+    value       REAL,
+    detail      TEXT    NOT NULL,
+    excerpt     TEXT    NOT NULL
+);
+CREATE INDEX quarantine_by_station ON quarantine (station, id);
+CREATE TABLE presence (
+    station    TEXT PRIMARY KEY,
+    last_seen  INTEGER,
+    gateway    TEXT CHECK (gateway IN ('online', 'offline')),
+    gateway_at INTEGER
+) WITHOUT ROWID;
+";
+
+/// Creates or upgrades the schema. Refuses a database from a newer build.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > VERSION {
+        return Err(Error::SchemaTooNew {
+            found,
+            supported: VERSION,
+        });
+    }
+    if found < 1 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(V1)?;
+        tx.pragma_update(None, "user_version", 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! The bincode encoding: a format-version byte, then records in bincode 2's `standard()`
+//! layout (little-endian, variable-length integers). `docs/telemetry.md` fixes the layout
+//! byte for byte, so that firmware in any language can produce it without the crate.
+//!
+//! The decoder implements [`BorrowDecode`] by hand instead of going through serde: it borrows
+//! strings straight from the payload, maps the status byte with a precise error, and keeps
+//! the layout visible here. A byte budget ([`ALLOCATION_LIMIT`]) stops a forged length prefix
+//! from asking for gigabytes.
+
+use std::borrow::Cow;
+
+use ::bincode::de::{BorrowDecode, BorrowDecoder};
+use ::bincode::error::DecodeError as WireError;
+
+use super::{DecodeError, Decoded, ReadingRef, Record, Status, Timestamp};
+
+/// The only format version this server reads.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Upper bound on the memory a single message may make the decoder reserve.
+pub const ALLOCATION_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Decodes a bincode payload (version byte included).
+pub fn decode(payload: &[u8]) -> Result<Decoded<'_>, DecodeError> {
+    let (&version, body) = payload.split_first().ok_or(DecodeError::Empty)?;
+    if version != FORMAT_VERSION {
+        return Err(DecodeError::BincodeVersion(version));
+    }
+    let config = ::bincode::config::standard().with_limit::<ALLOCATION_LIMIT>();
+    let (records, read): (Vec<Record<'_>>, usize) =
+        ::bincode::borrow_decode_from_slice(body, config).map_err(describe)?;
+    if read != body.len() {
+        return Err(DecodeError::TrailingBytes(body.len() - read));
+    }
+    Ok(Decoded {
+        records,
+        errors: Vec::new(),
+    })
+}
+
+fn describe(error: WireError) -> DecodeError {
+    let text = match error {
+        WireError::UnexpectedEnd { additional } => {
+            format!("message ends {additional} byte(s) early")
+        }
+        WireError::LimitExceeded => {
+            "a length prefix asks for more than the message can hold".into()
+        }
+        WireError::Utf8 { .. } => "a string is not valid UTF-8".into(),
+        other => other.to_string(),
+    };
+    DecodeError::Bincode(text)
+}
+
+impl<'de, C> BorrowDecode<'de, C> for Record<'de> {
+    fn borrow_decode<D: BorrowDecoder<'de, Context = C>>(d: &mut D) -> Result<Self, WireError> {
+        let station: &'de str = BorrowDecode::borrow_decode(d)?;
+        let ts: i64 = BorrowDecode::borrow_decode(d)?;
+        let seq: Option<u64> = BorrowDecode::borrow_decode(d)?;
+        let readings: Vec<ReadingRef<'de>> = BorrowDecode::borrow_decode(d)?;
+        Ok(Record {
+            station: Cow::Borrowed(station),
+            ts: Timestamp::from_millis(ts),
+            seq,
+            readings,
+        })
+    }
+}
+
+impl<'de, C> BorrowDecode<'de, C> for ReadingRef<'de> {
+    fn borrow_decode<D: BorrowDecoder<'de, Context = C>>(d: &mut D) -> Result<Self, WireError> {
+        let param: &'de str = BorrowDecode::borrow_decode(d)?;
+        let value: f64 = BorrowDecode::borrow_decode(d)?;
+        let unit: &'de str = BorrowDecode::borrow_decode(d)?;
+        let code: u8 = BorrowDecode::borrow_decode(d)?;
+        let status = Status::from_u8(code).ok_or_else(|| {
+            WireError::OtherString(format!("status byte must be 0, 1 or 2, found {code}"))
+        })?;
+        Ok(ReadingRef {
+            param: Cow::Borrowed(param),
+            value,
+            unit: Cow::Borrowed(unit),
+            status,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Parses the hex dumps of `docs/telemetry.md`.
+    pub(crate) fn hex(text: &str) -> Vec<u8> {
+        text.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    pub(crate) const VECTOR_1: &str = "01 01 0d 44 4e 2d 41 4d 41 54 41 2d 57 57 30 31 fd c0 86 a0 2b 44 03 00 00 01 fb 37 47 02 03
+        43 4f 44 33 33 33 33 33 d3 51 40 04 6d 67 2f 4c 00 02 70 48 cd cc cc cc cc cc 1c 40 02 70 48
+        00";
+
+    pub(crate) const VECTOR_2: &str = "01 02 0c 42 4e 2d 56 53 49 50 2d 41 51 30 31 fd c0 86 a0 2b 44 03 00 00 00 01 05 50 4d 32 2e
+        35 00 00 00 00 00 c0 41 40 06 75 67 2f 4e 6d 33 01 0c 42 4e 2d 56 53 49 50 2d 41 51 30 31 fd
+        80 ae a9 2b 44 03 00 00 00 01 05 50 4d 32 2e 35 00 00 00 00 00 00 42 40 06 75 67 2f 4e 6d 33
+        02";
+
+    #[test]
+    fn the_first_documented_vector_decodes_to_its_record() {
+        let bytes = hex(VECTOR_1);
+        assert_eq!(bytes.len(), 63);
+        let d = decode(&bytes).unwrap();
+        assert_eq!(d.records.len(), 1);
+        let r = &d.records[0];
+        assert_eq!(r.station, "DN-AMATA-WW01");
+        assert_eq!(r.ts.as_millis(), 1_795_662_300_000);
+        assert_eq!(r.seq, Some(18231));
+        assert_eq!(r.readings.len(), 2);
+        assert_eq!((&*r.readings[0].param, r.readings[0].value), ("COD", 71.3));
+        assert_eq!(&*r.readings[0].unit, "mg/L");
+        assert_eq!((&*r.readings[1].param, r.readings[1].value), ("pH", 7.2));
+        assert_eq!(r.readings[1].status, Status::Measuring);
+    }
+
+    #[test]
+    fn the_second_documented_vector_is_a_backlog_without_seq() {
+        let bytes = hex(VECTOR_2);
+        assert_eq!(bytes.len(), 94);
+        let d = decode(&bytes).unwrap();
+        assert_eq!(d.records.len(), 2);
+        assert_eq!(d.records[0].seq, None);
+        assert_eq!(d.records[0].readings[0].status, Status::Calibrating);
+        assert_eq!(d.records[1].ts.as_millis(), 1_795_662_600_000);
+        assert_eq!(d.records[1].readings[0].value, 36.0);
+        assert_eq!(d.records[1].readings[0].status, Status::DeviceError);
+    }
+
+    #[test]
+    fn a_wrong_version_byte_is_named() {
+        let mut bytes = hex(VECTOR_1);
+        bytes[0] = 2;
+        assert_eq!(decode(&bytes).unwrap_err(), DecodeError::BincodeVersion(2));
+    }
+
+    #[test]
+    fn truncation_trailing_bytes_and_bad_status_are_malformed() {
+        let bytes = hex(VECTOR_1);
+        assert!(matches!(
+            decode(&bytes[..40]).unwrap_err(),
+            DecodeError::Bincode(_)
+        ));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode(&longer).unwrap_err(), DecodeError::TrailingBytes(1));
+        let mut bad_status = bytes.clone();
+        *bad_status.last_mut().unwrap() = 7;
+        let err = decode(&bad_status).unwrap_err().to_string();
+        assert!(err.contains("status byte"), "{err}");
+        assert_eq!(decode(&[]).unwrap_err(), DecodeError::Empty);
+    }
+
+    #[test]
+    fn a_forged_huge_length_is_refused_without_allocating_it() {
+        // version 1, record count 2^60.
+        let mut bytes = vec![1u8, 0xfd];
+        bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(matches!(
+            decode(&bytes).unwrap_err(),
+            DecodeError::Bincode(_)
+        ));
+    }
+}

@@ -1,0 +1,141 @@
+//! The JSON encoding: one record object, or an array of records for a backlog flush.
+//!
+//! The record layout is the serde derive on [`Record`]; this module holds the entry point and
+//! the two field formats serde cannot infer (`ts` as RFC 3339 or epoch milliseconds, `status`
+//! as a two-character code). Strings without escapes are borrowed from the payload.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+
+use super::{DecodeError, Decoded, Record, Status, Timestamp};
+
+/// Decodes a JSON payload: an object is one record, an array is a backlog of records.
+pub fn decode(payload: &[u8]) -> Result<Decoded<'_>, DecodeError> {
+    let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+    let records = match first {
+        None => return Err(DecodeError::Empty),
+        Some(b'[') => serde_json::from_slice::<Vec<Record<'_>>>(payload),
+        Some(_) => serde_json::from_slice::<Record<'_>>(payload).map(|r| vec![r]),
+    }
+    .map_err(|e| DecodeError::Json(e.to_string()))?;
+    Ok(Decoded {
+        records,
+        errors: Vec::new(),
+    })
+}
+
+/// `ts`: an RFC 3339 string with an offset, or integer epoch milliseconds.
+pub(super) fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+    struct TsVisitor;
+    impl Visitor<'_> for TsVisitor {
+        type Value = Timestamp;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an RFC 3339 time with an offset or integer epoch milliseconds")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Timestamp, E> {
+            Timestamp::parse_rfc3339(v).map_err(E::custom)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Timestamp, E> {
+            Ok(Timestamp::from_millis(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Timestamp, E> {
+            i64::try_from(v)
+                .map(Timestamp::from_millis)
+                .map_err(|_| E::custom("epoch milliseconds out of range"))
+        }
+    }
+    d.deserialize_any(TsVisitor)
+}
+
+/// `status`: `"00"`, `"01"` or `"02"`.
+pub(super) fn status<'de, D: Deserializer<'de>>(d: D) -> Result<Status, D::Error> {
+    struct StatusVisitor;
+    impl Visitor<'_> for StatusVisitor {
+        type Value = Status;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a status code \"00\", \"01\" or \"02\"")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Status, E> {
+            Status::from_code(v).ok_or_else(|| {
+                E::custom(format!(
+                    "status must be \"00\", \"01\" or \"02\", found \"{v}\""
+                ))
+            })
+        }
+    }
+    d.deserialize_str(StatusVisitor)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    const ONE: &str = r#"{ "station": "DN-AMATA-WW01", "ts": "2026-11-26T10:05:00+07:00", "seq": 18231,
+      "readings": [ { "param": "COD", "value": 71.3, "unit": "mg/L", "status": "00" },
+                    { "param": "pH",  "value": 7.2,  "unit": "pH",   "status": "01" } ] }"#;
+
+    #[test]
+    fn one_record_decodes_with_every_field_and_borrows_its_strings() {
+        let d = decode(ONE.as_bytes()).unwrap();
+        assert_eq!(d.records.len(), 1);
+        let r = &d.records[0];
+        assert_eq!(r.station, "DN-AMATA-WW01");
+        assert!(matches!(r.station, Cow::Borrowed(_)));
+        assert_eq!(r.ts.as_millis(), 1_795_662_300_000);
+        assert_eq!(r.seq, Some(18231));
+        assert_eq!(r.readings[0].param, "COD");
+        assert_eq!(r.readings[0].value, 71.3);
+        assert_eq!(r.readings[1].status, Status::Calibrating);
+    }
+
+    #[test]
+    fn an_array_is_a_backlog_with_epoch_millisecond_times_and_no_seq() {
+        let payload = r#"[{"station":"S","ts":1000,"readings":[]},
+                          {"station":"S","ts":2000,"readings":[{"param":"p","value":1,"unit":"u","status":"02"}]}]"#;
+        let d = decode(payload.as_bytes()).unwrap();
+        assert_eq!(d.records.len(), 2);
+        assert_eq!(d.records[1].ts.as_millis(), 2000);
+        assert_eq!(d.records[1].seq, None);
+        assert_eq!(d.records[1].readings[0].value, 1.0);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_for_forward_compatibility() {
+        let payload = r#"{"station":"S","ts":1,"readings":[],"sig":"abc"}"#;
+        assert_eq!(decode(payload.as_bytes()).unwrap().records.len(), 1);
+    }
+
+    #[test]
+    fn malformed_payloads_name_what_is_wrong() {
+        let cases = [
+            ("", "empty payload"),
+            ("   ", "empty payload"),
+            ("{", "EOF"),
+            (r#"{"station":"S","readings":[]}"#, "missing field `ts`"),
+            (
+                r#"{"station":"S","ts":"2026-11-26T10:05:00","readings":[]}"#,
+                "offset",
+            ),
+            (
+                r#"{"station":"S","ts":1,"readings":[{"param":"p","value":1,"unit":"u","status":"3"}]}"#,
+                "status must be",
+            ),
+            (
+                r#"{"station":"S","ts":1,"readings":[{"param":"p","value":"x","unit":"u","status":"00"}]}"#,
+                "invalid type",
+            ),
+            (
+                r#"{"station":"S","ts":1.5,"readings":[]}"#,
+                "epoch milliseconds",
+            ),
+        ];
+        for (payload, needle) in cases {
+            let err = decode(payload.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{payload:?} gave {err:?}");
+        }
+    }
+}

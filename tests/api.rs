@@ -1,0 +1,330 @@
+//! The HTTP API as a client sees it: paging, aggregation, errors, probes; and the "new user"
+//! path of publishing with `mosquitto_pub` as `docs/telemetry.md` describes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{ms, q, recent_minute, record, Broker, Service, Site};
+use firmware_sim::{Encoding, Status};
+
+const ZONE: &str = "BN-VSIP";
+const AQ: &str = "BN-VSIP-AQ01";
+
+async fn with_hourly_pm25(site: &Site, hours: i64, end: i64) -> Service {
+    let svc = site.start().await;
+    let gw = svc.publisher().await;
+    let records: Vec<_> = (0..hours)
+        .map(|h| {
+            let mut r = record(
+                AQ,
+                end - (hours - h) * 3_600_000,
+                h as u64,
+                &[("PM2.5", h as f64, "ug/Nm3"), ("PM10", 50.0, "ug/Nm3")],
+            );
+            if h == 0 {
+                r.readings[0].status = Status::Calibrating;
+            }
+            r
+        })
+        .collect();
+    gw.publish_records(ZONE, AQ, Encoding::Bincode, &records)
+        .await
+        .unwrap();
+    svc.wait_processed(1).await;
+    gw.disconnect().await.unwrap();
+    svc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_readings_page_through_the_api_with_cursors_without_gaps_or_repeats() {
+    let site = Site::new(Broker::Embedded, "paging");
+    let end = recent_minute(0);
+    let svc = with_hourly_pm25(&site, 30, end).await;
+    let mut url = format!(
+        "/api/v1/readings?station={AQ}&from={}&to={}&limit=7",
+        ms(end - 31 * 3_600_000),
+        ms(end)
+    );
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let body = svc.ok(&url).await;
+        pages += 1;
+        for r in body["readings"].as_array().unwrap() {
+            seen.push((
+                r["ts"].as_str().unwrap().to_owned(),
+                r["param"].as_str().unwrap().to_owned(),
+            ));
+        }
+        match body["next_cursor"].as_str() {
+            Some(cursor) => {
+                assert_eq!(body["has_more"], true);
+                url = format!(
+                    "/api/v1/readings?station={AQ}&from={}&to={}&limit=7&cursor={cursor}",
+                    ms(end - 31 * 3_600_000),
+                    ms(end)
+                );
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 60);
+    assert_eq!(pages, 9);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, seen, "ordered by time then parameter, no repeats");
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_bucket_on_vietnam_days_and_describe_valid_data_by_default() {
+    let site = Site::new(Broker::Embedded, "agg");
+    // End at a Vietnam midnight so that 48 hourly readings fill two local days exactly.
+    let now = chrono::Utc::now().timestamp_millis();
+    let day = 86_400_000;
+    let offset = 7 * 3_600_000;
+    let midnight = now - (now + offset).rem_euclid(day);
+    let svc = with_hourly_pm25(&site, 48, midnight).await;
+    let from = chrono::DateTime::from_timestamp_millis(midnight - 2 * day)
+        .unwrap()
+        .with_timezone(&quantrac::telemetry::time::VIETNAM)
+        .format("%Y-%m-%d")
+        .to_string();
+    let body = svc
+        .ok(&format!(
+            "/api/v1/readings?station={AQ}&param=PM2.5&from={from}&to={}&bucket=1d&agg=max",
+            ms(midnight)
+        ))
+        .await;
+    assert_eq!(body["status"], "00");
+    let points = body["series"][0]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "{body}");
+    assert!(
+        points[0]["ts"]
+            .as_str()
+            .unwrap()
+            .ends_with("T00:00:00+07:00"),
+        "{body}"
+    );
+    // Hour 0 was calibrating: excluded from the default (valid data only).
+    assert_eq!(points[0]["count"], 23);
+    assert_eq!(points[0]["value"], 23.0);
+    assert_eq!(points[1]["value"], 47.0);
+    let all = svc
+        .ok(&format!("/api/v1/readings?station={AQ}&param=PM2.5&from={from}&to={}&bucket=1d&agg=count&status=all", ms(midnight)))
+        .await;
+    assert_eq!(all["series"][0]["points"][0]["value"], 24);
+    assert_eq!(all["series"][0]["unit"], "ug/Nm3");
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_400_naming_the_parameter_and_unknown_things_404() {
+    let site = Site::new(Broker::Embedded, "errors");
+    let svc = site.start().await;
+    let now = recent_minute(0);
+    let cases: &[(String, u16, &str, Option<&str>)] = &[
+        (
+            "/api/v1/readings".into(),
+            400,
+            "bad_parameter",
+            Some("station"),
+        ),
+        (
+            format!("/api/v1/readings?station={AQ}&param=COD"),
+            400,
+            "bad_parameter",
+            Some("param"),
+        ),
+        (
+            format!("/api/v1/readings?station={AQ}&from=yesterday"),
+            400,
+            "bad_parameter",
+            Some("from"),
+        ),
+        (
+            format!(
+                "/api/v1/readings?station={AQ}&from={}&to={}",
+                ms(now),
+                ms(now - 1)
+            ),
+            400,
+            "bad_parameter",
+            Some("from"),
+        ),
+        (
+            format!(
+                "/api/v1/readings?station={AQ}&from={}",
+                q("2020-01-01T00:00:00+07:00")
+            ),
+            400,
+            "bad_parameter",
+            Some("to"),
+        ),
+        (
+            format!("/api/v1/readings?station={AQ}&limit=0"),
+            400,
+            "bad_parameter",
+            Some("limit"),
+        ),
+        (
+            format!("/api/v1/readings?station={AQ}&limit=100000"),
+            400,
+            "bad_parameter",
+            Some("limit"),
+        ),
+        (
+            format!("/api/v1/readings?station={AQ}&cursor=abc"),
+            400,
+            "bad_parameter",
+            Some("cursor"),
+        ),
+        (
+            format!("/api/v1/readings?station={AQ}&agg=avg"),
+            400,
+            "bad_parameter",
+            Some("agg"),
+        ),
+        (
+            format!("/api/v1/readings?station={AQ}&bucket=2h"),
+            400,
+            "bad_parameter",
+            Some("bucket"),
+        ),
+        (
+            format!(
+                "/api/v1/readings?station={AQ}&bucket=1m&from={}&to={}",
+                ms(now - 30 * 86_400_000),
+                ms(now)
+            ),
+            400,
+            "bad_parameter",
+            Some("bucket"),
+        ),
+        (
+            format!("/api/v1/readings?station={AQ}&bucket=1h&limit=5"),
+            400,
+            "bad_parameter",
+            Some("limit"),
+        ),
+        (
+            format!("/api/v1/readings?station={AQ}&status=03"),
+            400,
+            "bad_parameter",
+            Some("status"),
+        ),
+        (
+            format!("/api/v1/readings?station={AQ}&statoin=x"),
+            400,
+            "bad_parameter",
+            Some("query"),
+        ),
+        (
+            "/api/v1/readings?station=NOPE".into(),
+            404,
+            "unknown_station",
+            None,
+        ),
+        ("/api/v1/stations/NOPE".into(), 404, "unknown_station", None),
+        (
+            "/api/v1/stations/NOPE/latest".into(),
+            404,
+            "unknown_station",
+            None,
+        ),
+        (
+            "/api/v1/stations?zone=NOPE".into(),
+            404,
+            "unknown_zone",
+            None,
+        ),
+        (
+            "/api/v1/stations?kind=river".into(),
+            400,
+            "bad_parameter",
+            Some("kind"),
+        ),
+        (
+            "/api/v1/quarantine?reason=bad".into(),
+            400,
+            "bad_parameter",
+            Some("reason"),
+        ),
+        ("/api/v1/nothing".into(), 404, "not_found", None),
+    ];
+    for (path, status, code, parameter) in cases {
+        let (got, body) = svc.get(path).await;
+        assert_eq!(got, *status, "{path}: {body}");
+        assert_eq!(body["error"]["code"], *code, "{path}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{path}"
+        );
+        if let Some(p) = parameter {
+            assert_eq!(body["error"]["parameter"], *p, "{path}: {body}");
+        }
+    }
+    let response = svc
+        .http
+        .post(format!("{}/api/v1/stations", svc.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    assert!(response.headers().contains_key("x-request-id"));
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_probes_report_the_broker_and_the_store() {
+    let site = Site::new(Broker::Embedded, "probes");
+    let svc = site.start().await;
+    assert_eq!(svc.ok("/healthz").await["status"], "ok");
+    let ready = svc.ok("/readyz").await;
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["mqtt"], "connected");
+    assert_eq!(ready["store"], "ok");
+    let zones = svc.ok("/api/v1/zones").await;
+    assert_eq!(zones["zones"].as_array().unwrap().len(), 2);
+    svc.stop().await;
+}
+
+/// What a new user does: publish a record by hand with `mosquitto_pub`, then find it in the
+/// API, and find a malformed one in the quarantine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_published_with_mosquitto_pub_is_returned_and_a_malformed_one_quarantined() {
+    let site = Site::new(Broker::Mosquitto, "mosquitto-pub");
+    let svc = site.start().await;
+    let topic = svc.topic(&format!("{ZONE}/{AQ}/telemetry/json"));
+    let ts = chrono::DateTime::from_timestamp_millis(recent_minute(1))
+        .unwrap()
+        .with_timezone(&quantrac::telemetry::time::VIETNAM)
+        .to_rfc3339();
+    let good = format!(
+        r#"{{"station":"{AQ}","ts":"{ts}","seq":1,"readings":[{{"param":"PM2.5","value":35.5,"unit":"ug/Nm3","status":"00"}}]}}"#
+    );
+    let url = common::mosquitto_url();
+    let addr = url.trim_start_matches("mqtt://");
+    let (host, port) = addr.split_once(':').unwrap_or((addr, "1883"));
+    for payload in [good.as_str(), "{not json"] {
+        let status = std::process::Command::new("mosquitto_pub")
+            .args([
+                "-h", host, "-p", port, "-q", "1", "-t", &topic, "-m", payload,
+            ])
+            .status()
+            .expect("mosquitto_pub is installed (package mosquitto-clients; .ci/run installs it)");
+        assert!(status.success());
+    }
+    svc.wait_processed(2).await;
+    let latest = svc.ok(&format!("/api/v1/stations/{AQ}/latest")).await;
+    assert_eq!(latest["readings"][0]["param"], "PM2.5");
+    assert_eq!(latest["readings"][0]["value"], 35.5);
+    let quarantine = svc.ok(&format!("/api/v1/quarantine?station={AQ}")).await;
+    assert_eq!(quarantine["entries"][0]["reason"], "malformed_payload");
+    assert_eq!(quarantine["entries"][0]["payload_excerpt"], "{not json");
+    svc.stop().await;
+    site.finish().await;
+}

@@ -1,0 +1,274 @@
+//! Shared harness of the integration tests: a real quantrac (in process) on a real broker,
+//! fed by `firmware-sim` as a device would, checked through the HTTP API.
+//!
+//! Each service gets its own data directory, API port, MQTT client id and topic prefix, so
+//! tests run in parallel on one shared Mosquitto without seeing each other's messages.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use firmware_sim::{BrokerOptions, Encoding, Publisher, Reading, Record, Status};
+use quantrac::app::{self, Running};
+use quantrac::config::{Config, SyncMode};
+use serde_json::Value;
+
+/// Which broker a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    /// rumqttd, started in process by quantrac itself.
+    Embedded,
+    /// The Mosquitto at 127.0.0.1:1883 (or `QUANTRAC_TEST_MOSQUITTO_URL`).
+    Mosquitto,
+}
+
+pub fn mosquitto_url() -> String {
+    std::env::var("QUANTRAC_TEST_MOSQUITTO_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
+}
+
+/// Fails loudly (never skips) when Mosquitto is not there.
+pub fn require_mosquitto() {
+    let url = mosquitto_url();
+    let addr = url.trim_start_matches("mqtt://");
+    if std::net::TcpStream::connect(addr).is_err() {
+        panic!(
+            "these tests need a Mosquitto broker at {url}, and none answers. Run `.ci/run` \
+             (it starts or installs one), or `mosquitto -d -c /etc/mosquitto/mosquitto.conf`, \
+             or point QUANTRAC_TEST_MOSQUITTO_URL at a broker."
+        );
+    }
+}
+
+pub fn seeds() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds")
+}
+
+/// A name unique to this process and call: for topic prefixes and client ids.
+pub fn unique(label: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "t{}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst),
+        label
+    )
+}
+
+/// Where a test's service keeps its data, and the names that isolate it.
+pub struct Site {
+    pub broker: Broker,
+    pub dir: tempfile::TempDir,
+    pub prefix: String,
+    /// For tests that run the embedded broker themselves (restarts): its URL.
+    pub external_url: Option<String>,
+}
+
+impl Site {
+    pub fn new(broker: Broker, label: &str) -> Site {
+        if broker == Broker::Mosquitto {
+            require_mosquitto();
+        }
+        Site {
+            broker,
+            dir: tempfile::tempdir().unwrap(),
+            prefix: unique(label),
+            external_url: None,
+        }
+    }
+
+    /// A site whose broker outlives quantrac restarts: Mosquitto, or an embedded broker
+    /// started here rather than by quantrac.
+    pub fn with_lasting_broker(broker: Broker, label: &str) -> Site {
+        let mut site = Site::new(broker, label);
+        if broker == Broker::Embedded {
+            let mut config = Config::builtin().mqtt.embedded;
+            config.listen = quantrac::ingest::free_local_addr().unwrap();
+            let addr = quantrac::ingest::start_embedded_broker(&config).unwrap();
+            site.external_url = Some(format!("mqtt://{addr}"));
+        }
+        site
+    }
+
+    pub fn config(&self) -> Config {
+        let mut c = Config::builtin();
+        c.api.listen = "127.0.0.1:0".parse().unwrap();
+        c.storage.path = self.dir.path().join("data");
+        c.storage.sync = SyncMode::Normal;
+        c.registry.seeds = seeds();
+        c.mqtt.topic_prefix = self.prefix.clone();
+        c.mqtt.client_id = format!("quantrac-{}", self.prefix);
+        c.mqtt.reconnect_min = Duration::from_millis(100);
+        c.mqtt.reconnect_max = Duration::from_secs(1);
+        match (self.broker, &self.external_url) {
+            (_, Some(url)) => c.mqtt.url = Some(url.clone()),
+            (Broker::Mosquitto, None) => c.mqtt.url = Some(mosquitto_url()),
+            (Broker::Embedded, None) => {
+                c.mqtt.embedded.listen = quantrac::ingest::free_local_addr().unwrap();
+            }
+        }
+        c
+    }
+
+    pub async fn start(&self) -> Service {
+        Service::start(self.config()).await
+    }
+
+    /// Ends quantrac's persistent session on a shared broker (a clean-session connect with
+    /// the same client id), so that test runs leave no sessions behind on Mosquitto.
+    pub async fn finish(self) {
+        if self.broker == Broker::Mosquitto {
+            let client_id = self.config().mqtt.client_id;
+            let options = BrokerOptions::new(mosquitto_url(), client_id);
+            if let Ok(p) = Publisher::connect(options).await {
+                let _ = p.disconnect().await;
+            }
+        }
+    }
+}
+
+/// A running quantrac and an HTTP client for its API.
+pub struct Service {
+    pub running: Running,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Service {
+    pub async fn start(config: Config) -> Service {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn,quantrac=info")
+            .with_test_writer()
+            .try_init();
+        let running = app::start(config).await.expect("quantrac starts");
+        tokio::time::timeout(Duration::from_secs(20), running.wait_ready())
+            .await
+            .expect("quantrac connects and subscribes within 20 s");
+        let base = format!("http://{}", running.api_addr);
+        Service {
+            running,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn broker_url(&self) -> String {
+        self.running.broker.to_string()
+    }
+
+    /// A device publishing to this service's broker under its topic prefix.
+    pub async fn publisher(&self) -> Publisher {
+        let mut options = BrokerOptions::new(self.broker_url(), unique("gw"));
+        let prefix = &self.running.config().mqtt.topic_prefix;
+        options.topic_prefix = Some(prefix.clone()).filter(|p| !p.is_empty());
+        Publisher::connect(options)
+            .await
+            .expect("the gateway connects")
+    }
+
+    /// The full topic for `suffix` (`{zone}/{station}/...`) under this service's prefix.
+    pub fn topic(&self, suffix: &str) -> String {
+        let prefix = &self.running.config().mqtt.topic_prefix;
+        if prefix.is_empty() {
+            format!("quantrac/v1/{suffix}")
+        } else {
+            format!("{prefix}/quantrac/v1/{suffix}")
+        }
+    }
+
+    /// Waits (on the service's progress signal, bounded) until `n` messages are durable and
+    /// acknowledged.
+    pub async fn wait_processed(&self, n: u64) {
+        let done =
+            tokio::time::timeout(Duration::from_secs(30), self.running.wait_processed(n)).await;
+        if done.is_err() {
+            let got = *self.running.processed().borrow();
+            panic!("only {got} of {n} messages were processed within 30 s");
+        }
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path_and_query}", self.base))
+            .send()
+            .await
+            .expect("the API answers");
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// GET that must answer 200.
+    pub async fn ok(&self, path_and_query: &str) -> Value {
+        let (status, body) = self.get(path_and_query).await;
+        assert_eq!(
+            status, 200,
+            "GET {path_and_query} answered {status}: {body}"
+        );
+        body
+    }
+
+    pub async fn stop(self) {
+        self.running.stop().await;
+    }
+}
+
+/// A record of `station` at `ts_ms` with the given `(param, value, unit)` readings.
+pub fn record(station: &str, ts_ms: i64, seq: u64, readings: &[(&str, f64, &str)]) -> Record {
+    Record {
+        station: station.to_owned(),
+        ts_ms,
+        seq: Some(seq),
+        readings: readings
+            .iter()
+            .map(|&(param, value, unit)| Reading {
+                param: param.to_owned(),
+                value,
+                unit: unit.to_owned(),
+                status: Status::Measuring,
+            })
+            .collect(),
+    }
+}
+
+/// A whole-minute time a little in the past, different per call, so tests do not collide.
+pub fn recent_minute(minutes_ago: i64) -> i64 {
+    let now = chrono::Utc::now().timestamp_millis();
+    now - now % 60_000 - minutes_ago * 60_000
+}
+
+pub const ALL_ENCODINGS: [Encoding; 3] = [Encoding::Json, Encoding::Bincode, Encoding::Tt10];
+
+/// URL-encodes a query value (times with `+` offsets).
+pub fn q(value: &str) -> String {
+    value.replace('+', "%2B").replace(':', "%3A")
+}
+
+/// Epoch milliseconds as a query value.
+pub fn ms(value: i64) -> String {
+    value.to_string()
+}
+
+/// Expands a scenario `async fn name(broker: Broker)` into one test per broker.
+#[macro_export]
+macro_rules! on_both_brokers {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::common::Broker::Embedded).await
+                }
+            )*
+        }
+        mod mosquitto {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::common::Broker::Mosquitto).await
+                }
+            )*
+        }
+    };
+}
