@@ -6,10 +6,12 @@
 //! charts and aggregates have data at once. Where the embedded broker's port is taken (a
 //! system Mosquitto on 1883, say), the demo moves to a free port and says so.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use firmware_sim::run::{EncodingChoice, RunOptions};
+use firmware_sim::run::{EncodingChoice, RunOptions, RunReport};
 use firmware_sim::{BrokerOptions, Fleet, SimConfig};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::app;
@@ -41,33 +43,29 @@ pub struct Options {
     pub seed: u64,
 }
 
-/// Runs the demo until SIGINT/SIGTERM.
-pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
+/// A running demo: the service and its simulated fleet.
+pub struct Demo {
+    pub running: app::Running,
+    /// `(configured, used)` when the embedded broker had to move off a taken port.
+    pub broker_moved: Option<(SocketAddr, SocketAddr)>,
+    stop_fleet: CancellationToken,
+    fleet: JoinHandle<Result<RunReport, firmware_sim::run::Error>>,
+}
+
+/// Starts the service and the simulated fleet.
+pub async fn start(mut config: Config, options: Options) -> Result<Demo, Error> {
+    let mut broker_moved = None;
     if config.mqtt.url.is_none() && !ingest::port_is_free(config.mqtt.embedded.listen) {
         let taken = config.mqtt.embedded.listen;
         config.mqtt.embedded.listen = ingest::free_local_addr()?;
         tracing::warn!(%taken, now = %config.mqtt.embedded.listen,
             "the embedded broker's port is taken (another MQTT broker?); using a free port instead");
-        println!(
-            "note: {taken} is already in use, so the embedded MQTT broker listens on {} instead",
-            config.mqtt.embedded.listen
-        );
+        broker_moved = Some((taken, config.mqtt.embedded.listen));
     }
     let fleet = Fleet::load(&config.registry.seeds)?;
     let running = app::start(config).await?;
-    let broker_url = running.broker.to_string();
-    let api = format!("http://{}/api/v1", running.api_addr);
-    println!();
-    println!("quantrac demo is running");
-    println!("  stations:   {api}/stations");
-    println!("  latest:     {api}/stations/DN-AMATA-WW01/latest");
-    println!("  readings:   {api}/readings?station=DN-AMATA-AQ01&param=PM2.5&bucket=1h");
-    println!("  quarantine: {api}/quarantine");
-    println!("  MQTT:       {broker_url} (topics quantrac/v1/...; see docs/telemetry.md)");
-    println!("Press Ctrl-C to stop.");
-    println!();
 
-    let mut broker = BrokerOptions::new(broker_url, "quantrac-demo-fleet");
+    let mut broker = BrokerOptions::new(running.broker.to_string(), "quantrac-demo-fleet");
     if !running.config().mqtt.topic_prefix.is_empty() {
         broker.topic_prefix = Some(running.config().mqtt.topic_prefix.clone());
     }
@@ -85,19 +83,52 @@ pub async fn run(mut config: Config, options: Options) -> Result<(), Error> {
         },
     };
     let stop_fleet = CancellationToken::new();
-    let fleet_task = tokio::spawn(firmware_sim::run::run(sim, fleet, stop_fleet.clone()));
+    let fleet = tokio::spawn(firmware_sim::run::run(sim, fleet, stop_fleet.clone()));
+    Ok(Demo {
+        running,
+        broker_moved,
+        stop_fleet,
+        fleet,
+    })
+}
 
-    let signalled = app::wait_for_stop_signal(&running).await;
-    stop_fleet.cancel();
-    match fleet_task.await {
-        Ok(Ok(report)) => tracing::info!(
-            messages = report.messages,
-            readings = report.readings,
-            "simulated fleet stopped"
-        ),
-        Ok(Err(e)) => tracing::error!(error = %e, "simulated fleet failed"),
-        Err(e) => tracing::error!(error = %e, "simulated fleet task failed"),
+impl Demo {
+    /// Stops the fleet (it says `offline` for each station), then the service, in order.
+    pub async fn stop(self) {
+        self.stop_fleet.cancel();
+        match self.fleet.await {
+            Ok(Ok(report)) => tracing::info!(
+                messages = report.messages,
+                readings = report.readings,
+                "simulated fleet stopped"
+            ),
+            Ok(Err(e)) => tracing::error!(error = %e, "simulated fleet failed"),
+            Err(e) => tracing::error!(error = %e, "simulated fleet task failed"),
+        }
+        self.running.stop().await;
     }
-    running.stop().await;
+}
+
+/// Runs the demo until SIGINT/SIGTERM, telling the user where to look.
+pub async fn run(config: Config, options: Options) -> Result<(), Error> {
+    let demo = start(config, options).await?;
+    let api = format!("http://{}/api/v1", demo.running.api_addr);
+    println!();
+    if let Some((taken, used)) = demo.broker_moved {
+        println!("note: {taken} is already in use, so the embedded MQTT broker listens on {used} instead");
+    }
+    println!("quantrac demo is running");
+    println!("  stations:   {api}/stations");
+    println!("  latest:     {api}/stations/DN-AMATA-WW01/latest");
+    println!("  readings:   {api}/readings?station=DN-AMATA-AQ01&param=PM2.5&bucket=1h");
+    println!("  quarantine: {api}/quarantine");
+    println!(
+        "  MQTT:       {} (topics quantrac/v1/...; see docs/telemetry.md)",
+        demo.running.broker
+    );
+    println!("Press Ctrl-C to stop.");
+    println!();
+    let signalled = app::wait_for_stop_signal(&demo.running).await;
+    demo.stop().await;
     signalled.map_err(Error::Signals)
 }

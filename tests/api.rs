@@ -328,3 +328,101 @@ async fn a_reading_published_with_mosquitto_pub_is_returned_and_a_malformed_one_
     svc.stop().await;
     site.finish().await;
 }
+
+/// `quantrac demo` on a machine where the broker port is taken (CI has Mosquitto on 1883):
+/// the embedded broker moves, and live data from every seed station reaches the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_moves_off_a_taken_broker_port_and_shows_every_station_live() {
+    let site = Site::new(Broker::Embedded, "demo");
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = site.config();
+    config.mqtt.embedded.listen = occupied.local_addr().unwrap();
+    let options = quantrac::demo::Options {
+        stations: 0,
+        interval: std::time::Duration::from_secs(1),
+        backfill: std::time::Duration::from_secs(3600),
+        seed: 42,
+    };
+    let demo = quantrac::demo::start(config, options).await.unwrap();
+    let (taken, used) = demo.broker_moved.expect("the broker moved");
+    assert_eq!(taken, occupied.local_addr().unwrap());
+    assert_ne!(used, taken);
+    // Six stations: an `online` status each, then an hour of history in messages of twelve
+    // records, then live records: well over 24 messages once every station has reported.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        demo.running.wait_processed(40),
+    )
+    .await
+    .expect("the fleet's messages are stored");
+    let svc_base = format!("http://{}", demo.running.api_addr);
+    let stations: serde_json::Value = reqwest::get(format!("{svc_base}/api/v1/stations"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stations = stations["stations"].as_array().unwrap();
+    assert_eq!(stations.len(), 6);
+    for s in stations {
+        assert_eq!(s["online"], true, "{}", s["id"]);
+        assert_eq!(s["gateway"]["state"], "online", "{}", s["id"]);
+    }
+    let pm: serde_json::Value = reqwest::get(format!(
+        "{svc_base}/api/v1/readings?station=DN-AMATA-AQ01&param=PM2.5&bucket=5m&status=all"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(
+        pm["series"][0]["points"].as_array().unwrap().len() >= 12,
+        "{pm}"
+    );
+    demo.stop().await;
+}
+
+/// SIGHUP re-reads the seeds: a station added to the files appears without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloading_the_registry_picks_up_a_new_station() {
+    let site = Site::new(Broker::Embedded, "reload");
+    let seeds = site.dir.path().join("seeds");
+    std::fs::create_dir_all(&seeds).unwrap();
+    for file in ["zones.toml", "stations.toml", "limits.csv"] {
+        std::fs::copy(common::seeds().join(file), seeds.join(file)).unwrap();
+    }
+    let mut config = site.config();
+    config.registry.seeds = seeds.clone();
+    let svc = Service::start(config).await;
+    assert_eq!(svc.get("/api/v1/stations/BN-VSIP-WW02").await.0, 404);
+    let extra = r#"
+[[station]]
+id = "BN-VSIP-WW02"
+zone = "BN-VSIP"
+kind = "wastewater"
+name = "Second outfall"
+operator = "VSIP Bac Ninh Co."
+location = { lat = 21.1, lon = 106.0 }
+expected_interval = "5m"
+limit_profile = "qcvn40-2011-A"
+
+[[station.parameter]]
+name = "COD"
+unit = "mg/L"
+range = [0, 2000]
+"#;
+    let mut stations = std::fs::read_to_string(seeds.join("stations.toml")).unwrap();
+    stations.push_str(extra);
+    std::fs::write(seeds.join("stations.toml"), stations).unwrap();
+    let summary = svc.running.reload_registry().unwrap();
+    assert!(summary.contains("7 stations"), "{summary}");
+    let station = svc.ok("/api/v1/stations/BN-VSIP-WW02").await;
+    assert_eq!(station["parameters"][0]["limits"][0]["upper"], 75.0);
+
+    // A broken edit is refused and the registry in use stays.
+    std::fs::write(seeds.join("stations.toml"), "[[station]]\nid = 1\n").unwrap();
+    assert!(svc.running.reload_registry().is_err());
+    assert_eq!(svc.get("/api/v1/stations/BN-VSIP-WW02").await.0, 200);
+    svc.stop().await;
+}

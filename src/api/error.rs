@@ -87,6 +87,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::bad("path", rejection.body_text())
+    }
+}
+
 /// Fallback for paths that match no route.
 pub async fn no_route(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound {

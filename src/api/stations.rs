@@ -1,5 +1,6 @@
 //! `/zones`, `/stations`, `/stations/{id}`, `/stations/{id}/latest`.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -115,9 +116,10 @@ async fn list(State(state): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult
 
 async fn one(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Value>> {
+    let Path(id) = path?;
     Params::parse(q.as_deref())?.finish()?;
     let registry = state.registry.load();
     let station = registry
@@ -128,9 +130,10 @@ async fn one(
 
 async fn latest(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Value>> {
+    let Path(id) = path?;
     Params::parse(q.as_deref())?.finish()?;
     let registry = state.registry.load();
     let station = registry
