@@ -252,6 +252,12 @@ async fn bad_requests_get_400_naming_the_parameter_and_unknown_things_404() {
             Some("reason"),
         ),
         ("/api/v1/nothing".into(), 404, "not_found", None),
+        (
+            "/api/v1/stations/%FF".into(),
+            400,
+            "bad_parameter",
+            Some("path"),
+        ),
     ];
     for (path, status, code, parameter) in cases {
         let (got, body) = svc.get(path).await;

@@ -133,6 +133,22 @@ pub async fn serve(
         .await
 }
 
+/// The `{id}` of a route, with path errors answered in the API's JSON shape.
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(id) =
+            axum::extract::Path::<String>::from_request_parts(parts, state).await?;
+        Ok(PathId(id))
+    }
+}
+
 /// How long a station may stay silent before it counts as offline.
 fn silence_allowed(interval: Duration, offline_after: u32) -> i64 {
     crate::telemetry::time::duration_ms(interval.saturating_mul(offline_after))

@@ -1,15 +1,15 @@
 //! `/zones`, `/stations`, `/stations/{id}`, `/stations/{id}/latest`.
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::params::Params;
-use super::{silence_allowed, ApiError, ApiResult, ApiState};
+use super::{silence_allowed, ApiError, ApiResult, ApiState, PathId};
 use crate::live::StationLive;
+use crate::registry::Registry;
 use crate::registry::{Station, StationKind};
 use crate::telemetry::{GatewayState, Timestamp};
 
@@ -114,31 +114,31 @@ async fn list(State(state): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult
     Ok(Json(json!({ "stations": stations })))
 }
 
+/// The registry station named by the path, for routes that take no query parameters.
+fn station<'r>(registry: &'r Registry, id: &str, query: Option<&str>) -> ApiResult<&'r Station> {
+    Params::parse(query)?.finish()?;
+    registry
+        .station(id)
+        .ok_or_else(|| ApiError::unknown_station(id))
+}
+
 async fn one(
     State(state): State<ApiState>,
-    path: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let Path(id) = path?;
-    Params::parse(q.as_deref())?.finish()?;
     let registry = state.registry.load();
-    let station = registry
-        .station(&id)
-        .ok_or_else(|| ApiError::unknown_station(&id))?;
+    let station = station(&registry, &id, q.as_deref())?;
     Ok(Json(json!(view(&state, station, Timestamp::now()))))
 }
 
 async fn latest(
     State(state): State<ApiState>,
-    path: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let Path(id) = path?;
-    Params::parse(q.as_deref())?.finish()?;
     let registry = state.registry.load();
-    let station = registry
-        .station(&id)
-        .ok_or_else(|| ApiError::unknown_station(&id))?;
+    let station = station(&registry, &id, q.as_deref())?;
     let live = state.live.station(&id).unwrap_or_default();
     // In registry order; parameters never received are left out.
     let readings: Vec<Value> = station
