@@ -32,6 +32,7 @@
 //! of dropping.
 
 pub mod ack;
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod config;

@@ -24,8 +24,12 @@ pub const UTC: FixedOffset = match FixedOffset::east_opt(0) {
     None => panic!("UTC is a valid offset"),
 };
 
-/// A point in time: UTC milliseconds since the Unix epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A point in time: UTC milliseconds since the Unix epoch. Serialized as that integer
+/// (internal records); responses format it with [`Timestamp::to_rfc3339`].
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Timestamp(i64);
 
 /// Why a time string was refused.
