@@ -70,7 +70,7 @@ async fn run_case(
     config.api.listen = "127.0.0.1:0".parse().expect("an address");
     config.storage.path = dir.path().join("data");
     config.registry.seeds = seeds.to_owned();
-    config.mqtt.embedded.listen = quantrac::ingest::free_local_addr().expect("a free port");
+    config.mqtt.embedded.listen = quantrac::mqtt::free_local_addr().expect("a free port");
     let running = quantrac::app::start(config).await.expect("quantrac starts");
     running.wait_ready().await;
 

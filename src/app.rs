@@ -1,23 +1,30 @@
 //! Wiring: builds every part from a [`Config`], starts them, and stops them in order.
 //!
-//! Start: registry, store (and live state restored from it), embedded broker if no external
-//! one is configured, API listener, ingest. Stop ([`Running::stop`]): ingest first (it stops
-//! taking messages, drains, and acknowledges what became durable), then the store (commits
-//! what is queued), then the API. Each part takes its shutdown as a parameter
-//! (`CancellationToken`), so the order lives here and nowhere else.
+//! Start: registry and rules, store (live state and the alert engine restored from it),
+//! embedded broker if no external one is configured, notifiers, API listener, the monitor
+//! (the alert engine's clock), ingest. Stop ([`Running::stop`]): ingest first (it stops
+//! taking messages, drains, acknowledges and announces what became durable), then the
+//! monitor (a last snapshot of rule state), then the notifiers (they send what is queued),
+//! then the store (commits what is queued), then the API. Each part takes its shutdown as a
+//! parameter (`CancellationToken`), so the order lives here and nowhere else.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::{self, Engine, EngineConfig, RuleBook};
 use crate::api::{self, ApiState};
 use crate::config::{Backend, BrokerAddress, Config};
 use crate::ingest::{self, IngestStatus};
 use crate::live::{LatestValue, Live};
+use crate::monitor::Monitor;
+use crate::mqtt;
+use crate::notify::{self, Notifier};
 use crate::pipeline::{Pipeline, SharedRegistry};
 use crate::quarantine::Counters;
 use crate::registry::Registry;
@@ -37,16 +44,29 @@ pub enum Error {
     #[error(transparent)]
     Registry(#[from] crate::registry::Error),
     #[error(transparent)]
+    Rules(#[from] alerts::rules::Error),
+    #[error(transparent)]
     Storage(#[from] storage::Error),
     #[error(transparent)]
-    Ingest(#[from] ingest::Error),
+    Mqtt(#[from] mqtt::Error),
     #[error("mqtt.url: {0}")]
     BrokerUrl(#[from] crate::config::UrlError),
+    #[error("cannot build the webhook client: {0}")]
+    Webhooks(#[from] reqwest::Error),
     #[error("cannot listen for the API on {addr}: {source}")]
     ApiListen {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// Reload failure: the registry or the rules.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Registry(#[from] crate::registry::Error),
+    #[error(transparent)]
+    Rules(#[from] alerts::rules::Error),
 }
 
 /// A started quantrac.
@@ -58,18 +78,73 @@ pub struct Running {
     pub registry: SharedRegistry,
     config: Config,
     store: Arc<dyn Store>,
+    monitor: Arc<Monitor>,
     ingest_status: Arc<IngestStatus>,
     ingest_stop: CancellationToken,
     ingest: JoinHandle<Result<(), ingest::Error>>,
+    monitor_stop: CancellationToken,
+    monitor_task: JoinHandle<()>,
+    notifiers_stop: CancellationToken,
+    notifier_tasks: Vec<JoinHandle<()>>,
     api_stop: CancellationToken,
     api: JoinHandle<std::io::Result<()>>,
     housekeeping: JoinHandle<()>,
 }
 
+fn engine_config(config: &Config) -> EngineConfig {
+    let a = &config.alerts;
+    EngineConfig {
+        lateness: a.lateness,
+        backfill_after: a.backfill_after,
+        reminder: Some(a.reminder).filter(|r| !r.is_zero()),
+    }
+}
+
+/// Builds the notifiers: the event stream always, MQTT and webhooks as configured.
+fn start_notifiers(
+    config: &Config,
+    broker: &BrokerAddress,
+    stop: &CancellationToken,
+) -> Result<(Notifier, Vec<JoinHandle<()>>), Error> {
+    let a = &config.alerts;
+    let offset = config.api.utc_offset;
+    let mut tasks = Vec::new();
+    let mqtt = if a.publish_mqtt {
+        let (tx, task) = notify::mqtt::spawn(
+            broker,
+            &config.mqtt,
+            a.mqtt_queue_capacity,
+            offset,
+            stop.clone(),
+        )?;
+        tasks.push(task);
+        Some(tx)
+    } else {
+        None
+    };
+    let mut routes = Vec::new();
+    if !a.webhooks.is_empty() {
+        let http = notify::webhook::client(a.delivery.timeout)?;
+        for hook in &a.webhooks {
+            let (route, task) = notify::webhook::spawn(
+                hook.clone(),
+                &a.delivery,
+                http.clone(),
+                offset,
+                stop.clone(),
+            );
+            routes.push(route);
+            tasks.push(task);
+        }
+    }
+    Ok((Notifier::new(a.stream_buffer, mqtt, routes, offset), tasks))
+}
+
 /// Starts everything described by `config`.
 pub async fn start(config: Config) -> Result<Running, Error> {
     let registry = Registry::load(&config.registry.seeds)?;
-    tracing::info!(seeds = %config.registry.seeds.display(), "registry loaded: {}", registry.summary());
+    let book = RuleBook::load(&config.registry.seeds)?;
+    tracing::info!(seeds = %config.registry.seeds.display(), "registry loaded: {}; {} declared alert rules", registry.summary(), book.rules.len());
     let registry: SharedRegistry = Arc::new(ArcSwap::from_pointee(registry));
 
     let store: Arc<dyn Store> = match config.storage.backend {
@@ -81,11 +156,12 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     tracing::info!(path = %config.storage.path.display(), "embedded store open");
     let live = Live::new();
     restore_live(&*store, &live, &registry).await?;
+    let engine = restore_engine(&config, &*store, registry.load_full(), Arc::new(book)).await?;
 
     let broker = match &config.mqtt.url {
         Some(url) => BrokerAddress::parse(url)?,
         None => {
-            let addr = ingest::start_embedded_broker(&config.mqtt.embedded)?;
+            let addr = mqtt::start_embedded_broker(&config.mqtt.embedded)?;
             BrokerAddress {
                 tls: false,
                 host: addr.ip().to_string(),
@@ -105,10 +181,26 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         source,
     })?;
 
+    let notifiers_stop = CancellationToken::new();
+    let (notifier, notifier_tasks) = start_notifiers(&config, &broker, &notifiers_stop)?;
+    let notifier = Arc::new(notifier);
+    let monitor = Arc::new(Monitor::new(
+        engine.clone(),
+        store.clone(),
+        notifier.clone(),
+    ));
+    let monitor_stop = CancellationToken::new();
+    let monitor_task = tokio::spawn(monitor.clone().run(
+        config.alerts.tick,
+        config.alerts.snapshot_interval,
+        monitor_stop.clone(),
+    ));
+
     let counters = Counters::new();
     let ingest_status = Arc::new(IngestStatus::default());
     let pipeline = Arc::new(Pipeline::new(
         registry.clone(),
+        engine,
         Rules {
             max_future: config.validation.max_future,
             max_age: config.storage.retention,
@@ -126,6 +218,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         },
         pipeline,
         store.clone(),
+        notifier,
         ingest_status.clone(),
         ingest_stop.clone(),
     ));
@@ -137,6 +230,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         live,
         counters,
         ingest: ingest_status.clone(),
+        monitor: monitor.clone(),
         config: Arc::new(config.api.clone()),
         offline_after: config.stations.offline_after,
     });
@@ -155,13 +249,37 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         registry,
         config,
         store,
+        monitor,
         ingest_status,
         ingest_stop,
         ingest,
+        monitor_stop,
+        monitor_task,
+        notifiers_stop,
+        notifier_tasks,
         api_stop,
         api,
         housekeeping,
     })
+}
+
+/// The alert engine with the active alerts and rule state the store kept.
+async fn restore_engine(
+    config: &Config,
+    store: &dyn Store,
+    registry: Arc<Registry>,
+    book: Arc<RuleBook>,
+) -> Result<Arc<Mutex<Engine>>, Error> {
+    let mut engine = Engine::new(engine_config(config), registry, book, Timestamp::now());
+    let active = store.active_alerts().await?;
+    let states = store.rule_states().await?;
+    let next_id = store.max_alert_id().await? + 1;
+    let restored = active.len();
+    for problem in engine.restore(active, states, next_id) {
+        tracing::warn!("{problem}");
+    }
+    tracing::info!(active_alerts = restored, "alert engine restored");
+    Ok(Arc::new(Mutex::new(engine)))
 }
 
 /// Warms live state from what the store kept, so "latest" and presence survive restarts.
@@ -241,12 +359,27 @@ impl Running {
         &self.config
     }
 
-    /// Re-reads the seed files and swaps the registry in (SIGHUP).
-    pub fn reload_registry(&self) -> Result<String, crate::registry::Error> {
-        let registry = Registry::load(&self.config.registry.seeds)?;
-        let summary = registry.summary();
-        self.registry.store(Arc::new(registry));
+    /// Re-reads the seed files (registry and alert rules) and swaps them in (SIGHUP). On
+    /// any error, what is in use stays.
+    pub fn reload_registry(&self) -> Result<String, ReloadError> {
+        let registry = Arc::new(Registry::load(&self.config.registry.seeds)?);
+        let book = RuleBook::load(&self.config.registry.seeds)?;
+        let summary = format!(
+            "{}; {} declared alert rules",
+            registry.summary(),
+            book.rules.len()
+        );
+        self.registry.store(registry.clone());
+        self.monitor
+            .engine()
+            .lock()
+            .reconfigure(registry, Arc::new(book), Timestamp::now());
         Ok(summary)
+    }
+
+    /// The monitor: the alert engine, acknowledgements, notifications.
+    pub fn monitor(&self) -> &Arc<Monitor> {
+        &self.monitor
     }
 
     /// Ordered shutdown: ingest, then store, then API.
@@ -262,6 +395,22 @@ impl Running {
             ),
         }
         let _ = self.housekeeping.await;
+        tracing::info!("shutting down: saving the alert engine's state");
+        self.monitor_stop.cancel();
+        if tokio::time::timeout(STEP_TIMEOUT, self.monitor_task)
+            .await
+            .is_err()
+        {
+            tracing::error!("the alert monitor did not stop in time");
+        }
+        tracing::info!("shutting down: sending queued notifications");
+        self.monitor.notifier().close();
+        self.notifiers_stop.cancel();
+        for task in self.notifier_tasks {
+            if tokio::time::timeout(STEP_TIMEOUT, task).await.is_err() {
+                tracing::error!("a notifier did not stop in time");
+            }
+        }
         tracing::info!("shutting down: closing the store");
         match tokio::time::timeout(STEP_TIMEOUT, self.store.close()).await {
             Ok(Ok(())) => {}

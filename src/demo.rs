@@ -16,14 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app;
 use crate::config::Config;
-use crate::ingest;
+use crate::mqtt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     App(#[from] app::Error),
     #[error(transparent)]
-    Ingest(#[from] ingest::Error),
+    Mqtt(#[from] mqtt::Error),
     #[error("cannot load the simulated fleet: {0}")]
     Fleet(#[from] firmware_sim::fleet::Error),
     #[error("cannot listen for signals: {0}")]
@@ -55,9 +55,9 @@ pub struct Demo {
 /// Starts the service and the simulated fleet.
 pub async fn start(mut config: Config, options: Options) -> Result<Demo, Error> {
     let mut broker_moved = None;
-    if config.mqtt.url.is_none() && !ingest::port_is_free(config.mqtt.embedded.listen) {
+    if config.mqtt.url.is_none() && !mqtt::port_is_free(config.mqtt.embedded.listen) {
         let taken = config.mqtt.embedded.listen;
-        config.mqtt.embedded.listen = ingest::free_local_addr()?;
+        config.mqtt.embedded.listen = mqtt::free_local_addr()?;
         tracing::warn!(%taken, now = %config.mqtt.embedded.listen,
             "the embedded broker's port is taken (another MQTT broker?); using a free port instead");
         broker_moved = Some((taken, config.mqtt.embedded.listen));

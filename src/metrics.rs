@@ -26,5 +26,18 @@ pub const MQTT_ACKS_TOTAL: &str = "quantrac_mqtt_acks_total";
 /// Acknowledgements withheld (data not durable, or the connection it came on is gone).
 pub const MQTT_ACKS_WITHHELD_TOTAL: &str = "quantrac_mqtt_acks_withheld_total";
 
+/// Alert events, by rule `kind`, `severity` and `event` (opened, escalated, ...).
+pub const ALERT_EVENTS_TOTAL: &str = "quantrac_alert_events_total";
+/// Readings that arrived after a newer one of their series was evaluated (not evaluated).
+pub const ALERT_LATE_READINGS_TOTAL: &str = "quantrac_alert_late_readings_total";
+/// Alert events a notification sink could not take, by `sink` (mqtt, webhook).
+pub const NOTIFICATIONS_DROPPED_TOTAL: &str = "quantrac_notifications_dropped_total";
+/// Webhook deliveries that failed after every attempt (or could not be queued).
+pub const WEBHOOK_FAILURES_TOTAL: &str = "quantrac_webhook_failures_total";
+
 pub const LABEL_ENCODING: &str = "encoding";
+pub const LABEL_KIND: &str = "kind";
+pub const LABEL_SEVERITY: &str = "severity";
+pub const LABEL_EVENT: &str = "event";
+pub const LABEL_SINK: &str = "sink";
 pub const LABEL_REASON: &str = "reason";

@@ -1,15 +1,18 @@
-//! The pipeline: one MQTT message in, one [`WriteItem`] out.
+//! The pipeline: one MQTT message in, one [`WriteItem`] and its alert events out.
 //!
 //! topic -> decode ([`crate::telemetry`]) -> validate ([`crate::validate`]) -> fan out:
-//! accepted readings and rejections go to the store in one item (so a message is durably
-//! stored *or* durably rejected as a whole), live state is updated, rejections are counted
-//! and logged. No I/O here: ingest hands the item to the store and releases the MQTT
-//! acknowledgement when the store confirms it.
+//! accepted readings, rejections and the alerts they changed go to the store in one item (so
+//! a message is durably stored *or* durably rejected as a whole, with its alerts), live
+//! state is updated, the alert engine evaluates the readings, rejections are counted and
+//! logged. No I/O here: ingest hands the item to the store, and releases the MQTT
+//! acknowledgement and announces the alert events once the store confirms it.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 
+use crate::alerts::{AlertEvent, Engine};
 use crate::live::Live;
 use crate::metrics as m;
 use crate::quarantine::{self, Counters, Reason, Rejected, Rejection};
@@ -21,9 +24,35 @@ use crate::validate::{self, Rules};
 /// The registry as the pipeline sees it: swapped atomically on reload.
 pub type SharedRegistry = Arc<ArcSwap<Registry>>;
 
+/// What one message produced.
+#[derive(Debug, Default)]
+pub struct Processed {
+    /// For the store (the alerts of `events` included).
+    pub item: WriteItem,
+    /// For the notifiers, once `item` is durable.
+    pub events: Vec<AlertEvent>,
+}
+
+impl Processed {
+    fn new(mut item: WriteItem, events: Vec<AlertEvent>) -> Processed {
+        item.alerts = events.iter().map(|e| e.alert.clone()).collect();
+        Processed { item, events }
+    }
+}
+
+impl From<WriteItem> for Processed {
+    fn from(item: WriteItem) -> Self {
+        Processed {
+            item,
+            events: Vec::new(),
+        }
+    }
+}
+
 /// Everything the pipeline needs; cheap to share.
 pub struct Pipeline {
     registry: SharedRegistry,
+    engine: Arc<Mutex<Engine>>,
     rules: Rules,
     topic_prefix: String,
     excerpt_bytes: usize,
@@ -32,8 +61,10 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         registry: SharedRegistry,
+        engine: Arc<Mutex<Engine>>,
         rules: Rules,
         topic_prefix: String,
         excerpt_bytes: usize,
@@ -42,6 +73,7 @@ impl Pipeline {
     ) -> Pipeline {
         Pipeline {
             registry,
+            engine,
             rules,
             topic_prefix,
             excerpt_bytes,
@@ -51,7 +83,7 @@ impl Pipeline {
     }
 
     /// Processes one message that arrived at `now`.
-    pub fn process(&self, topic: &str, payload: &[u8], now: Timestamp) -> WriteItem {
+    pub fn process(&self, topic: &str, payload: &[u8], now: Timestamp) -> Processed {
         let parsed = match Topic::parse(&self.topic_prefix, topic) {
             Ok(t) => t,
             Err(e) => {
@@ -79,7 +111,7 @@ impl Pipeline {
         encoding: Encoding,
         payload: &[u8],
         now: Timestamp,
-    ) -> WriteItem {
+    ) -> Processed {
         metrics::counter!(m::MESSAGES_TOTAL, m::LABEL_ENCODING => encoding.as_str()).increment(1);
         let registry = self.registry.load();
         let decoded = telemetry::decode(encoding, payload, parsed.station);
@@ -87,6 +119,12 @@ impl Pipeline {
         metrics::counter!(m::READINGS_ACCEPTED_TOTAL, m::LABEL_ENCODING => encoding.as_str())
             .increment(outcome.accepted.len() as u64);
         self.live.observe(&outcome.accepted, now);
+        let mut events = Vec::new();
+        if !outcome.accepted.is_empty() {
+            self.engine
+                .lock()
+                .evaluate(&outcome.accepted, now, &mut events);
+        }
         let presence = outcome.accepted.first().map(|r| PresenceUpdate {
             station: r.station.clone(),
             last_seen: Some(now),
@@ -94,19 +132,20 @@ impl Pipeline {
         });
         let rejected = (!outcome.rejected.is_empty())
             .then(|| self.rejected(topic, Some(encoding), payload, now, outcome.rejected));
-        WriteItem {
+        let item = WriteItem {
             readings: outcome.accepted,
             rejected,
             presence,
-            done: None,
-        }
+            ..WriteItem::default()
+        };
+        Processed::new(item, events)
     }
 
-    fn status(&self, topic: &str, parsed: &Topic<'_>, payload: &[u8], now: Timestamp) -> WriteItem {
+    fn status(&self, topic: &str, parsed: &Topic<'_>, payload: &[u8], now: Timestamp) -> Processed {
         metrics::counter!(m::MESSAGES_TOTAL, m::LABEL_ENCODING => "status").increment(1);
         if payload.is_empty() {
             // An empty retained message clears the retained status; nothing to record.
-            return WriteItem::default();
+            return Processed::default();
         }
         let registry = self.registry.load();
         let Some(station) = registry.station(parsed.station) else {
@@ -143,14 +182,19 @@ impl Pipeline {
             );
         };
         self.live.set_gateway(station.id.clone(), state, now);
-        WriteItem {
+        let mut events = Vec::new();
+        self.engine
+            .lock()
+            .gateway(&station.id, state, now, &mut events);
+        let item = WriteItem {
             presence: Some(PresenceUpdate {
                 station: station.id.clone(),
                 last_seen: None,
                 gateway: Some((state, now)),
             }),
             ..WriteItem::default()
-        }
+        };
+        Processed::new(item, events)
     }
 
     fn reject(
@@ -160,11 +204,11 @@ impl Pipeline {
         payload: &[u8],
         now: Timestamp,
         rejection: Rejection,
-    ) -> WriteItem {
-        WriteItem {
+    ) -> Processed {
+        Processed::from(WriteItem {
             rejected: Some(self.rejected(topic, encoding, payload, now, vec![rejection])),
             ..WriteItem::default()
-        }
+        })
     }
 
     /// Counts, logs and packages the rejections of one message.
@@ -220,8 +264,18 @@ mod tests {
     const NOW: Timestamp = Timestamp::from_millis(1_795_662_300_000);
 
     fn pipeline() -> (Pipeline, Arc<Live>, Arc<Counters>) {
-        let registry =
-            Registry::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds")).unwrap();
+        let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+        let registry = Registry::load(&seeds).unwrap();
+        let engine = Engine::new(
+            crate::alerts::EngineConfig {
+                lateness: Duration::from_secs(30),
+                backfill_after: Duration::from_secs(900),
+                reminder: None,
+            },
+            Arc::new(Registry::load(&seeds).unwrap()),
+            Arc::new(crate::alerts::RuleBook::load(&seeds).unwrap()),
+            NOW,
+        );
         let live = Live::new();
         let counters = Counters::new();
         let rules = Rules {
@@ -230,6 +284,7 @@ mod tests {
         };
         let p = Pipeline::new(
             Arc::new(ArcSwap::from_pointee(registry)),
+            Arc::new(Mutex::new(engine)),
             rules,
             String::new(),
             64,
@@ -247,7 +302,7 @@ mod tests {
         let payload = br#"{"station":"DN-AMATA-WW01","ts":"2026-11-26T10:05:00+07:00","seq":1,
             "readings":[{"param":"COD","value":71.3,"unit":"mg/L","status":"00"},
                         {"param":"COD2","value":1,"unit":"mg/L","status":"00"}]}"#;
-        let item = p.process(TOPIC, payload, NOW);
+        let item = p.process(TOPIC, payload, NOW).item;
         assert_eq!(item.readings.len(), 1);
         let rejected = item.rejected.unwrap();
         assert_eq!(rejected.rejections[0].reason, Reason::UnknownParameter);
@@ -261,7 +316,19 @@ mod tests {
     #[test]
     fn a_status_message_updates_presence_without_readings() {
         let (p, live, _) = pipeline();
-        let item = p.process("quantrac/v1/DN-AMATA/DN-AMATA-WW01/status", b"offline", NOW);
+        let processed = p.process("quantrac/v1/DN-AMATA/DN-AMATA-WW01/status", b"offline", NOW);
+        let events: Vec<String> = processed
+            .events
+            .iter()
+            .map(|e| e.alert.rule.to_string())
+            .collect();
+        assert_eq!(events, ["gateway-offline"], "the alert engine saw it");
+        assert_eq!(
+            processed.item.alerts.len(),
+            1,
+            "and the alert is stored with it"
+        );
+        let item = processed.item;
         assert!(item.readings.is_empty() && item.rejected.is_none());
         assert_eq!(
             item.presence.unwrap().gateway,
@@ -297,7 +364,7 @@ mod tests {
             ),
         ];
         for (topic, payload, reason) in cases {
-            let item = p.process(topic, payload, NOW);
+            let item = p.process(topic, payload, NOW).item;
             let rejected = item.rejected.unwrap();
             assert_eq!(rejected.rejections[0].reason, reason, "{topic}");
             assert_eq!(rejected.topic, topic);
@@ -308,7 +375,9 @@ mod tests {
     #[test]
     fn an_empty_status_payload_clears_nothing_and_rejects_nothing() {
         let (p, _, _) = pipeline();
-        let item = p.process("quantrac/v1/DN-AMATA/DN-AMATA-WW01/status", b"", NOW);
+        let item = p
+            .process("quantrac/v1/DN-AMATA/DN-AMATA-WW01/status", b"", NOW)
+            .item;
         assert!(item.rejected.is_none() && item.presence.is_none());
     }
 }

@@ -20,6 +20,9 @@ pub enum ApiError {
     /// 404: the named thing does not exist.
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
+    /// 409: the request conflicts with the resource's state.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     /// 503: a dependency is unavailable or the request took too long.
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
@@ -68,6 +71,10 @@ impl IntoResponse for ApiError {
             ),
             ApiError::NotFound { code, message } => (
                 StatusCode::NOT_FOUND,
+                json!({"error": {"code": code, "message": message}}),
+            ),
+            ApiError::Conflict { code, message } => (
+                StatusCode::CONFLICT,
                 json!({"error": {"code": code, "message": message}}),
             ),
             ApiError::Unavailable { code, message } => (

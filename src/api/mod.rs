@@ -5,6 +5,7 @@
 //! absent and echoed back), a trace span, a body size limit, a timeout answered as JSON, and
 //! a panic guard. `docs/api.md` describes every endpoint.
 
+mod alerts;
 mod error;
 mod health;
 pub mod params;
@@ -35,6 +36,7 @@ pub use error::{ApiError, ApiResult};
 use crate::config::ApiConfig;
 use crate::ingest::IngestStatus;
 use crate::live::Live;
+use crate::monitor::Monitor;
 use crate::pipeline::SharedRegistry;
 use crate::quarantine::Counters;
 use crate::storage::Store;
@@ -48,6 +50,8 @@ pub struct ApiState {
     pub live: Arc<Live>,
     pub counters: Arc<Counters>,
     pub ingest: Arc<IngestStatus>,
+    /// The alert engine's front: acknowledgements, the event stream, webhook status.
+    pub monitor: Arc<Monitor>,
     pub config: Arc<ApiConfig>,
     /// A station is online while its data is younger than this many expected intervals.
     pub offline_after: u32,
@@ -84,7 +88,8 @@ pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .merge(stations::routes())
         .merge(readings::routes())
-        .merge(quarantine::routes());
+        .merge(quarantine::routes())
+        .merge(alerts::routes());
     Router::new()
         .nest("/api/v1", api)
         .merge(health::routes())

@@ -154,6 +154,45 @@ impl Config {
         if self.api.request_timeout.is_zero() {
             return invalid("api.request_timeout", "must be positive");
         }
+        let a = &self.alerts;
+        for (key, value) in [
+            ("alerts.tick", a.tick),
+            ("alerts.snapshot_interval", a.snapshot_interval),
+            ("alerts.delivery.timeout", a.delivery.timeout),
+            ("alerts.delivery.backoff_min", a.delivery.backoff_min),
+        ] {
+            if value.is_zero() {
+                return invalid(key, "must be positive");
+            }
+        }
+        if a.delivery.backoff_min > a.delivery.backoff_max {
+            return invalid(
+                "alerts.delivery.backoff_min",
+                "must not be above alerts.delivery.backoff_max",
+            );
+        }
+        if a.delivery.max_attempts == 0
+            || a.delivery.queue_capacity == 0
+            || a.mqtt_queue_capacity == 0
+            || a.stream_buffer == 0
+        {
+            return invalid(
+                "alerts",
+                "queue capacities, stream_buffer and delivery.max_attempts must be positive",
+            );
+        }
+        for hook in &a.webhooks {
+            let ok = hook
+                .url
+                .parse::<axum::http::Uri>()
+                .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")));
+            if !ok {
+                return invalid(
+                    "alerts.webhooks",
+                    &format!("`{}` is not an http(s) URL", hook.url),
+                );
+            }
+        }
         if self.storage.retention.as_secs() < 3600 {
             return invalid("storage.retention", "must be at least 1h");
         }

@@ -29,6 +29,7 @@ pub struct Config {
     pub quarantine: QuarantineConfig,
     pub registry: RegistryConfig,
     pub stations: StationsConfig,
+    pub alerts: AlertsConfig,
     pub log: LogConfig,
 }
 
@@ -132,6 +133,61 @@ pub struct RegistryConfig {
 #[serde(deny_unknown_fields)]
 pub struct StationsConfig {
     pub offline_after: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    #[serde(with = "humantime_serde")]
+    pub lateness: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backfill_after: Duration,
+    /// Zero: no reminders.
+    #[serde(with = "humantime_serde")]
+    pub reminder: Duration,
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
+    pub publish_mqtt: bool,
+    pub mqtt_queue_capacity: usize,
+    pub stream_buffer: usize,
+    pub delivery: DeliveryConfig,
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// How webhooks are delivered (shared by all of them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    pub queue_capacity: usize,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub backoff_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+}
+
+/// One webhook: where alert events are POSTed, and which.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Zones whose alerts go here; empty: every zone.
+    #[serde(default)]
+    pub zones: Vec<String>,
+    #[serde(default = "info")]
+    pub min_severity: crate::alerts::Severity,
+    /// Also send events raised by backlog data (normally only recorded).
+    #[serde(default)]
+    pub include_backfilled: bool,
+}
+
+fn info() -> crate::alerts::Severity {
+    crate::alerts::Severity::Info
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

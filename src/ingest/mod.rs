@@ -4,16 +4,18 @@
 //!
 //! ```text
 //!  event loop ──Inbound──▶ worker ──WriteItem──▶ store (writer thread)
-//!  (poll only)             (pipeline)  │                 │ confirms Durable after commit
-//!                                      └──Pending──▶ releaser ──PUBACK──▶ broker
+//!  (poll only)             (pipeline,  │                 │ confirms Durable after commit
+//!                           alerts)    └──Pending──▶ releaser ──PUBACK──▶ broker
+//!                                                        └──alert events──▶ notifiers
 //! ```
 //!
 //! - The **event loop** task only polls rumqttc (keep-alives, reconnects) and forwards
 //!   publishes; it never waits on the store.
 //! - The **worker** runs the [`Pipeline`] and queues the result with the store.
 //! - The **releaser** waits for each message's durability, in arrival order, and only then
-//!   sends its PUBACK (`rumqttc` manual acks). MQTT requires PUBACKs in order; the store
-//!   commits in order, so waiting on the oldest first costs nothing.
+//!   sends its PUBACK (`rumqttc` manual acks) and announces the alert events the message
+//!   raised. MQTT requires PUBACKs in order; the store commits in order, so waiting on the
+//!   oldest first costs nothing.
 //!
 //! # Backpressure
 //! Nothing is dropped: when the store is slow its queue fills, the worker waits, the inbound
@@ -27,40 +29,28 @@
 //! received on an earlier connection are withheld (the broker delivers those again, and the
 //! store stores them once), so a stale packet id can never acknowledge a different message.
 
-mod broker;
-mod tls;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
-    SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, Event, EventLoop, Outgoing, Packet, Publish, QoS,
+    SubscribeReasonCode,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use broker::{free_local_addr, port_is_free, start as start_embedded_broker};
-
 use crate::ack::{self, DurableWait};
+use crate::alerts::AlertEvent;
 use crate::config::{BrokerAddress, MqttConfig};
 use crate::metrics as m;
-use crate::pipeline::Pipeline;
+use crate::mqtt::{self, Session};
+use crate::notify::Notifier;
+use crate::pipeline::{Pipeline, Processed};
 use crate::storage::Store;
 use crate::telemetry::{topic, Timestamp};
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("port {0} is already in use")]
-    PortInUse(std::net::SocketAddr),
-    #[error("the embedded MQTT broker did not start listening on {0}")]
-    BrokerNotListening(std::net::SocketAddr),
-    #[error("TLS: {0}")]
-    Tls(String),
-    #[error(transparent)]
-    Io(std::io::Error),
-}
+pub use crate::mqtt::Error;
 
 /// Connection state shown by `/readyz`, and progress signals.
 #[derive(Debug)]
@@ -127,33 +117,13 @@ struct Inbound {
     epoch: u64,
 }
 
-/// A message waiting for durability before its acknowledgement.
+/// A message waiting for durability before its acknowledgement (and its alert events before
+/// their announcement).
 struct Pending {
     publish: Publish,
     epoch: u64,
     durable: DurableWait,
-}
-
-/// Builds the client options: persistent session, manual acknowledgements.
-fn options(settings: &Settings) -> Result<MqttOptions, Error> {
-    let mqtt = &settings.mqtt;
-    let address = &settings.address;
-    let mut options = MqttOptions::new(&mqtt.client_id, &address.host, address.port);
-    options
-        .set_clean_session(false)
-        .set_manual_acks(true)
-        .set_keep_alive(mqtt.keep_alive)
-        .set_max_packet_size(mqtt.max_packet_size, mqtt.max_packet_size)
-        .set_request_channel_capacity(mqtt.queue_capacity)
-        .set_inflight(100);
-    if let (Some(user), password) = (&mqtt.username, &mqtt.password) {
-        options.set_credentials(user, password.clone().unwrap_or_default());
-    }
-    if address.tls {
-        let tls = tls::client_config(mqtt.ca_file.as_deref())?;
-        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
-    }
-    Ok(options)
+    events: Vec<AlertEvent>,
 }
 
 /// Runs ingest until `shutdown`, then drains: messages already received are stored and
@@ -162,10 +132,17 @@ pub async fn run(
     settings: Settings,
     pipeline: Arc<Pipeline>,
     store: Arc<dyn Store>,
+    notifier: Arc<Notifier>,
     status: Arc<IngestStatus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let (client, eventloop) = AsyncClient::new(options(&settings)?, settings.mqtt.queue_capacity);
+    let options = mqtt::options(
+        &settings.address,
+        &settings.mqtt,
+        &settings.mqtt.client_id,
+        Session::Persistent,
+    )?;
+    let (client, eventloop) = AsyncClient::new(options, settings.mqtt.queue_capacity);
     let epoch = Arc::new(AtomicU64::new(0));
     let (inbound_tx, inbound_rx) = mpsc::channel(settings.mqtt.queue_capacity);
     let (pending_tx, pending_rx) = mpsc::channel(settings.mqtt.queue_capacity);
@@ -173,6 +150,7 @@ pub async fn run(
     let releaser = tokio::spawn(release(
         pending_rx,
         client.clone(),
+        notifier,
         epoch.clone(),
         status.clone(),
     ));
@@ -312,7 +290,8 @@ async fn work(
     pending: mpsc::Sender<Pending>,
 ) {
     while let Some(Inbound { publish, epoch }) = inbound.recv().await {
-        let mut item = pipeline.process(&publish.topic, &publish.payload, Timestamp::now());
+        let Processed { mut item, events } =
+            pipeline.process(&publish.topic, &publish.payload, Timestamp::now());
         let (done, durable) = ack::pair();
         item.done = Some(done);
         if let Err(e) = store.write(item).await {
@@ -324,6 +303,7 @@ async fn work(
                 publish,
                 epoch,
                 durable,
+                events,
             })
             .await
             .is_err()
@@ -333,15 +313,21 @@ async fn work(
     }
 }
 
-/// The releaser: acknowledges each message once durable, in arrival order.
+/// The releaser: acknowledges each message once durable, in arrival order, and announces its
+/// alert events.
 async fn release(
     mut pending: mpsc::Receiver<Pending>,
     client: AsyncClient,
+    notifier: Arc<Notifier>,
     epoch: Arc<AtomicU64>,
     status: Arc<IngestStatus>,
 ) {
     while let Some(p) = pending.recv().await {
         let durable = p.durable.wait().await;
+        if durable {
+            // Stored: the alerts are real whatever happens to the acknowledgement.
+            notifier.announce(&p.events);
+        }
         if !durable || p.epoch != epoch.load(Ordering::SeqCst) {
             metrics::counter!(m::MQTT_ACKS_WITHHELD_TOTAL).increment(1);
             continue;

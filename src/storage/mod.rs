@@ -23,6 +23,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::ack::Durable;
+use crate::alerts::{Alert, AlertState, Severity};
 use crate::quarantine::{QuarantineEntry, Reason, Rejected};
 use crate::telemetry::{GatewayState, Reading, Status, Timestamp};
 
@@ -41,16 +42,22 @@ pub enum Error {
     Closed,
     #[error("storage task failed: {0}")]
     Task(String),
+    #[error("stored alert {id} cannot be read: {reason}")]
+    Corrupt { id: u64, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything one ingested message produces, written atomically.
+/// Everything one ingested message (or one alert engine step) produces, written atomically.
 #[derive(Debug, Default)]
 pub struct WriteItem {
     pub readings: Vec<Reading>,
     pub rejected: Option<Rejected>,
     pub presence: Option<PresenceUpdate>,
+    /// Alerts as they are after this step's events (upserted by id).
+    pub alerts: Vec<Alert>,
+    /// Alert engine rule state per station (replacing what was stored).
+    pub rule_states: Vec<(Arc<str>, Vec<u8>)>,
     /// Confirmed once the item is durable.
     pub done: Option<Durable>,
 }
@@ -171,6 +178,27 @@ pub struct QuarantinePage {
     pub has_more: bool,
 }
 
+/// Alert listing, newest first. Time bounds select alerts active at some point in
+/// `[from, to)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertQuery {
+    pub state: Option<AlertState>,
+    pub station: Option<String>,
+    pub zone: Option<String>,
+    /// Minimum severity.
+    pub severity: Option<Severity>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub before_id: Option<u64>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertPage {
+    pub alerts: Vec<Alert>,
+    pub has_more: bool,
+}
+
 /// A storage backend.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -196,6 +224,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Quarantine entries, newest first.
     async fn quarantine(&self, query: QuarantineQuery) -> Result<QuarantinePage>;
+
+    /// Alerts, newest first.
+    async fn alerts(&self, query: AlertQuery) -> Result<AlertPage>;
+
+    /// One alert by id.
+    async fn alert(&self, id: u64) -> Result<Option<Alert>>;
+
+    /// Every open or acknowledged alert (restores the alert engine at start).
+    async fn active_alerts(&self) -> Result<Vec<Alert>>;
+
+    /// The highest alert id ever stored (0 if none).
+    async fn max_alert_id(&self) -> Result<u64>;
+
+    /// The alert engine's saved rule state, per station.
+    async fn rule_states(&self) -> Result<Vec<(String, Vec<u8>)>>;
 
     /// Deletes readings older than `cutoff`; returns how many.
     async fn prune(&self, cutoff: Timestamp) -> Result<u64>;

@@ -83,8 +83,8 @@ impl Site {
         let mut site = Site::new(broker, label);
         if broker == Broker::Embedded {
             let mut config = Config::builtin().mqtt.embedded;
-            config.listen = quantrac::ingest::free_local_addr().unwrap();
-            let addr = quantrac::ingest::start_embedded_broker(&config).unwrap();
+            config.listen = quantrac::mqtt::free_local_addr().unwrap();
+            let addr = quantrac::mqtt::start_embedded_broker(&config).unwrap();
             site.external_url = Some(format!("mqtt://{addr}"));
         }
         site
@@ -104,7 +104,7 @@ impl Site {
             (_, Some(url)) => c.mqtt.url = Some(url.clone()),
             (Broker::Mosquitto, None) => c.mqtt.url = Some(mosquitto_url()),
             (Broker::Embedded, None) => {
-                c.mqtt.embedded.listen = quantrac::ingest::free_local_addr().unwrap();
+                c.mqtt.embedded.listen = quantrac::mqtt::free_local_addr().unwrap();
             }
         }
         c

@@ -1,12 +1,16 @@
 //! The embedded store: SQLite (bundled, WAL mode) in `<storage.path>/quantrac.db`.
 //!
-//! # Schema (version 1, `PRAGMA user_version`)
+//! # Schema (version 2, `PRAGMA user_version`)
 //! ```text
 //! series     (id INTEGER PRIMARY KEY, station, param, zone, UNIQUE (station, param))
 //! readings   (series, ts, value REAL, status 0|1|2, PRIMARY KEY (series, ts)) WITHOUT ROWID
 //! quarantine (id AUTOINCREMENT, received_at, topic, encoding, reason, station, param, ts,
 //!             value, detail, excerpt)
 //! presence   (station PRIMARY KEY, last_seen, gateway 'online'|'offline', gateway_at)
+//! alerts     (id PRIMARY KEY, station, zone, param, rule, kind, severity 0|1|2,
+//!             state 'open'|'acknowledged'|'resolved', first_at, last_at, resolved_at,
+//!             updated_at, body: the whole alert as JSON)                       [v2]
+//! rule_state (station PRIMARY KEY, blob: the alert engine's state, updated_at) [v2]
 //! ```
 //! Times are UTC epoch milliseconds.
 //!
@@ -26,6 +30,9 @@
 //!   tokio's blocking pool, never on the async workers.
 //! - `quarantine` keeps the newest `quarantine.capacity` rows; older ones are deleted in the
 //!   transaction that inserts new ones.
+//! - An alert row is the latest state of the alert (upserted by id with every event, in the
+//!   same transaction as the readings that caused it); the filter columns repeat fields of
+//!   `body` so that listings use indexes.
 
 mod read;
 mod schema;
@@ -40,9 +47,10 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AggregateQuery, Error, LatestRow, PresenceRow, QuarantinePage, QuarantineQuery, RawQuery,
-    ReadingPage, Result, SeriesBuckets, Store, WriteItem,
+    AggregateQuery, AlertPage, AlertQuery, Error, LatestRow, PresenceRow, QuarantinePage,
+    QuarantineQuery, RawQuery, ReadingPage, Result, SeriesBuckets, Store, WriteItem,
 };
+use crate::alerts::Alert;
 use crate::config::{StorageConfig, SyncMode};
 use crate::telemetry::Timestamp;
 use read::ReadPool;
@@ -198,6 +206,26 @@ impl Store for SqliteStore {
 
     async fn quarantine(&self, query: QuarantineQuery) -> Result<QuarantinePage> {
         self.read(move |c| read::quarantine(c, &query)).await
+    }
+
+    async fn alerts(&self, query: AlertQuery) -> Result<AlertPage> {
+        self.read(move |c| read::alerts(c, &query)).await
+    }
+
+    async fn alert(&self, id: u64) -> Result<Option<Alert>> {
+        self.read(move |c| read::alert(c, id)).await
+    }
+
+    async fn active_alerts(&self) -> Result<Vec<Alert>> {
+        self.read(read::active_alerts).await
+    }
+
+    async fn max_alert_id(&self) -> Result<u64> {
+        self.read(read::max_alert_id).await
+    }
+
+    async fn rule_states(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.read(read::rule_states).await
     }
 
     async fn prune(&self, cutoff: Timestamp) -> Result<u64> {

@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::open_connection;
+use crate::alerts::Alert;
 use crate::quarantine::{QuarantineEntry, Reason, Rejection};
 use crate::storage::{
-    AggregateQuery, Bucket, LatestRow, PresenceRow, QuarantinePage, QuarantineQuery, RawQuery,
-    ReadingPage, Result, SeriesBuckets, StoredReading,
+    AggregateQuery, AlertPage, AlertQuery, Bucket, Error, LatestRow, PresenceRow, QuarantinePage,
+    QuarantineQuery, RawQuery, ReadingPage, Result, SeriesBuckets, StoredReading,
 };
 use crate::telemetry::{Encoding, GatewayState, Status, Timestamp};
 
@@ -247,4 +248,80 @@ pub(super) fn quarantine(conn: &Connection, q: &QuarantineQuery) -> Result<Quara
     let has_more = entries.len() > q.limit;
     entries.truncate(q.limit);
     Ok(QuarantinePage { entries, has_more })
+}
+
+fn alert_from(id: i64, body: &str) -> Result<Alert> {
+    serde_json::from_str(body).map_err(|e| Error::Corrupt {
+        id: u64::try_from(id).unwrap_or(0),
+        reason: e.to_string(),
+    })
+}
+
+fn alerts_of(rows: Vec<(i64, String)>) -> Result<Vec<Alert>> {
+    rows.iter()
+        .map(|(id, body)| alert_from(*id, body))
+        .collect()
+}
+
+pub(super) fn alerts(conn: &Connection, q: &AlertQuery) -> Result<AlertPage> {
+    let limit = i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX);
+    let before = q.before_id.map(|id| i64::try_from(id).unwrap_or(i64::MAX));
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, body FROM alerts
+         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR station = ?2)
+           AND (?3 IS NULL OR zone = ?3) AND (?4 IS NULL OR severity >= ?4)
+           AND (?5 IS NULL OR coalesce(resolved_at, last_at) >= ?5)
+           AND (?6 IS NULL OR first_at < ?6)
+           AND (?7 IS NULL OR id < ?7)
+         ORDER BY id DESC LIMIT ?8",
+    )?;
+    let rows: Vec<(i64, String)> = stmt
+        .query_map(
+            params![
+                q.state.map(|s| s.as_str()),
+                q.station,
+                q.zone,
+                q.severity.map(|s| s as u8),
+                q.from.map(Timestamp::as_millis),
+                q.to.map(Timestamp::as_millis),
+                before,
+                limit
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut alerts = alerts_of(rows)?;
+    let has_more = alerts.len() > q.limit;
+    alerts.truncate(q.limit);
+    Ok(AlertPage { alerts, has_more })
+}
+
+pub(super) fn alert(conn: &Connection, id: u64) -> Result<Option<Alert>> {
+    let id = i64::try_from(id).unwrap_or(i64::MAX);
+    let body: Option<String> = conn
+        .prepare_cached("SELECT body FROM alerts WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    body.map(|b| alert_from(id, &b)).transpose()
+}
+
+pub(super) fn active_alerts(conn: &Connection) -> Result<Vec<Alert>> {
+    let rows: Vec<(i64, String)> = conn
+        .prepare_cached("SELECT id, body FROM alerts WHERE state <> 'resolved' ORDER BY id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    alerts_of(rows)
+}
+
+pub(super) fn max_alert_id(conn: &Connection) -> Result<u64> {
+    let id: Option<i64> = conn.query_row("SELECT max(id) FROM alerts", [], |r| r.get(0))?;
+    Ok(id.and_then(|i| u64::try_from(i).ok()).unwrap_or(0))
+}
+
+pub(super) fn rule_states(conn: &Connection) -> Result<Vec<(String, Vec<u8>)>> {
+    let rows = conn
+        .prepare_cached("SELECT station, blob FROM rule_state")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
 }

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::storage::{Error, Result};
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 const V1: &str = "
 CREATE TABLE series (
@@ -44,6 +44,32 @@ CREATE TABLE presence (
 ) WITHOUT ROWID;
 ";
 
+/// Version 2: alerts and the alert engine's rule state.
+const V2: &str = "
+CREATE TABLE alerts (
+    id          INTEGER PRIMARY KEY,
+    station     TEXT    NOT NULL,
+    zone        TEXT    NOT NULL,
+    param       TEXT,
+    rule        TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    severity    INTEGER NOT NULL CHECK (severity IN (0, 1, 2)),
+    state       TEXT    NOT NULL CHECK (state IN ('open', 'acknowledged', 'resolved')),
+    first_at    INTEGER NOT NULL,
+    last_at     INTEGER NOT NULL,
+    resolved_at INTEGER,
+    updated_at  INTEGER NOT NULL,
+    body        TEXT    NOT NULL
+);
+CREATE INDEX alerts_active ON alerts (state) WHERE state <> 'resolved';
+CREATE INDEX alerts_by_station ON alerts (station, id);
+CREATE TABLE rule_state (
+    station    TEXT PRIMARY KEY,
+    blob       BLOB    NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
 /// Creates or upgrades the schema. Refuses a database from a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -53,11 +79,13 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             supported: VERSION,
         });
     }
-    if found < 1 {
-        let tx = conn.transaction()?;
-        tx.execute_batch(V1)?;
-        tx.pragma_update(None, "user_version", 1)?;
-        tx.commit()?;
+    for (version, ddl) in [(1, V1), (2, V2)] {
+        if found < version {
+            let tx = conn.transaction()?;
+            tx.execute_batch(ddl)?;
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()?;
+        }
     }
     Ok(())
 }

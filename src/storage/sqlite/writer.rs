@@ -15,11 +15,15 @@ use rusqlite::{params, Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::SqliteConfig;
+use crate::alerts::Alert;
 use crate::metrics as m;
 use crate::quarantine::Rejected;
 use crate::storage::{PresenceUpdate, Result, WriteItem};
 use crate::telemetry::{Reading, Timestamp};
 
+// Writes are nearly every command: boxing them would cost an allocation per message to
+// save a few hundred bytes per queue slot.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Command {
     Write(WriteItem),
     Flush(oneshot::Sender<()>),
@@ -42,6 +46,17 @@ const INSERT_QUARANTINE: &str = "INSERT INTO quarantine
 const UPSERT_LAST_SEEN: &str = "INSERT INTO presence (station, last_seen) VALUES (?1, ?2)
      ON CONFLICT (station) DO UPDATE SET last_seen = excluded.last_seen
      WHERE last_seen IS NULL OR excluded.last_seen > last_seen";
+
+const UPSERT_ALERT: &str = "INSERT INTO alerts
+     (id, station, zone, param, rule, kind, severity, state, first_at, last_at, resolved_at, updated_at, body)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+     ON CONFLICT (id) DO UPDATE SET severity = excluded.severity, state = excluded.state,
+       last_at = excluded.last_at, resolved_at = excluded.resolved_at,
+       updated_at = excluded.updated_at, body = excluded.body";
+
+const UPSERT_RULE_STATE: &str =
+    "INSERT INTO rule_state (station, blob, updated_at) VALUES (?1, ?2, ?3)
+     ON CONFLICT (station) DO UPDATE SET blob = excluded.blob, updated_at = excluded.updated_at";
 
 const UPSERT_GATEWAY: &str = "INSERT INTO presence (station, gateway, gateway_at) VALUES (?1, ?2, ?3)
      ON CONFLICT (station) DO UPDATE SET gateway = excluded.gateway, gateway_at = excluded.gateway_at";
@@ -173,6 +188,16 @@ impl Writer {
                 if let Some(p) = &item.presence {
                     record_presence(&tx, p, &mut last_seen)?;
                 }
+                for alert in &item.alerts {
+                    upsert_alert(&tx, alert)?;
+                }
+                for (station, blob) in &item.rule_states {
+                    tx.prepare_cached(UPSERT_RULE_STATE)?.execute(params![
+                        &**station,
+                        blob,
+                        Timestamp::now().as_millis()
+                    ])?;
+                }
             }
         }
         for (station, seen) in last_seen {
@@ -215,6 +240,27 @@ fn series_id(tx: &Transaction<'_>, cache: &mut SeriesIds, r: &Reading) -> rusqli
         .or_default()
         .insert(r.param.clone(), id);
     Ok(id)
+}
+
+fn upsert_alert(tx: &Transaction<'_>, a: &Alert) -> rusqlite::Result<()> {
+    let body = serde_json::to_string(a)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    tx.prepare_cached(UPSERT_ALERT)?.execute(params![
+        i64::try_from(a.id).unwrap_or(i64::MAX),
+        &*a.station,
+        &*a.zone,
+        a.param.as_deref(),
+        &*a.rule,
+        a.kind.as_str(),
+        a.severity as u8,
+        a.state.as_str(),
+        a.first_at.as_millis(),
+        a.last_at.as_millis(),
+        a.resolved_at.map(Timestamp::as_millis),
+        a.updated_at.as_millis(),
+        body,
+    ])?;
+    Ok(())
 }
 
 fn insert_rejected(tx: &Transaction<'_>, rejected: &Rejected) -> rusqlite::Result<()> {
