@@ -58,15 +58,24 @@ impl Monitor {
         &self.notifier
     }
 
-    /// Stores the alerts of `events`, waits until that is durable, then announces them.
-    pub async fn commit_and_announce(&self, events: Vec<AlertEvent>) -> storage::Result<()> {
-        if events.is_empty() {
+    /// Stores the alerts of `events` (and `updates`, alerts changed without an event), waits
+    /// until that is durable, then announces the events.
+    pub async fn commit_and_announce(
+        &self,
+        events: Vec<AlertEvent>,
+        updates: Vec<Alert>,
+    ) -> storage::Result<()> {
+        if events.is_empty() && updates.is_empty() {
             return Ok(());
         }
         let (done, durable) = crate::ack::pair();
         self.store
             .write(WriteItem {
-                alerts: events.iter().map(|e| e.alert.clone()).collect(),
+                alerts: events
+                    .iter()
+                    .map(|e| e.alert.clone())
+                    .chain(updates)
+                    .collect(),
                 done: Some(done),
                 ..WriteItem::default()
             })
@@ -88,7 +97,7 @@ impl Monitor {
         match outcome {
             Ok(event) => {
                 let alert = event.alert.clone();
-                self.commit_and_announce(vec![event]).await?;
+                self.commit_and_announce(vec![event], Vec::new()).await?;
                 Ok(alert)
             }
             Err(AckError::AlreadyAcknowledged(id)) => Err(AckFailure::AlreadyAcknowledged(id)),
@@ -136,8 +145,12 @@ impl Monitor {
                 () = stop.cancelled() => break,
                 _ = clock.tick() => {
                     let mut events = Vec::new();
-                    self.engine.lock().tick(Timestamp::now(), &mut events);
-                    if let Err(e) = self.commit_and_announce(events).await {
+                    let updates = {
+                        let mut engine = self.engine.lock();
+                        engine.tick(Timestamp::now(), &mut events);
+                        engine.take_updates()
+                    };
+                    if let Err(e) = self.commit_and_announce(events, updates).await {
                         tracing::error!(error = %e, "cannot store alert events of the clock");
                     }
                 }

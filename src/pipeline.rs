@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use crate::alerts::{AlertEvent, Engine};
+use crate::alerts::{Alert, AlertEvent, Engine};
 use crate::live::Live;
 use crate::metrics as m;
 use crate::quarantine::{self, Counters, Reason, Rejected, Rejection};
@@ -34,8 +34,14 @@ pub struct Processed {
 }
 
 impl Processed {
-    fn new(mut item: WriteItem, events: Vec<AlertEvent>) -> Processed {
-        item.alerts = events.iter().map(|e| e.alert.clone()).collect();
+    /// `updates` are alerts that changed without an event; stored after the events' copies
+    /// so that the newest state of each alert is written last.
+    fn new(mut item: WriteItem, events: Vec<AlertEvent>, updates: Vec<Alert>) -> Processed {
+        item.alerts = events
+            .iter()
+            .map(|e| e.alert.clone())
+            .chain(updates)
+            .collect();
         Processed { item, events }
     }
 }
@@ -120,10 +126,11 @@ impl Pipeline {
             .increment(outcome.accepted.len() as u64);
         self.live.observe(&outcome.accepted, now);
         let mut events = Vec::new();
+        let mut updates = Vec::new();
         if !outcome.accepted.is_empty() {
-            self.engine
-                .lock()
-                .evaluate(&outcome.accepted, now, &mut events);
+            let mut engine = self.engine.lock();
+            engine.evaluate(&outcome.accepted, now, &mut events);
+            updates = engine.take_updates();
         }
         let presence = outcome.accepted.first().map(|r| PresenceUpdate {
             station: r.station.clone(),
@@ -138,7 +145,7 @@ impl Pipeline {
             presence,
             ..WriteItem::default()
         };
-        Processed::new(item, events)
+        Processed::new(item, events, updates)
     }
 
     fn status(&self, topic: &str, parsed: &Topic<'_>, payload: &[u8], now: Timestamp) -> Processed {
@@ -183,9 +190,11 @@ impl Pipeline {
         };
         self.live.set_gateway(station.id.clone(), state, now);
         let mut events = Vec::new();
-        self.engine
-            .lock()
-            .gateway(&station.id, state, now, &mut events);
+        let updates = {
+            let mut engine = self.engine.lock();
+            engine.gateway(&station.id, state, now, &mut events);
+            engine.take_updates()
+        };
         let item = WriteItem {
             presence: Some(PresenceUpdate {
                 station: station.id.clone(),
@@ -194,7 +203,7 @@ impl Pipeline {
             }),
             ..WriteItem::default()
         };
-        Processed::new(item, events)
+        Processed::new(item, events, updates)
     }
 
     fn reject(

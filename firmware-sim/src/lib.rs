@@ -23,6 +23,7 @@ pub mod fleet;
 pub mod publish;
 pub mod record;
 pub mod run;
+pub mod scenario;
 pub mod signal;
 mod vntime;
 
@@ -30,5 +31,6 @@ pub use encode::{encode, status_topic, telemetry_topic, Encoding};
 pub use fleet::{Fleet, ParamSpec, StationSpec};
 pub use publish::{BrokerOptions, Publisher};
 pub use record::{Reading, Record, Status};
-pub use run::{flood, run, EncodingChoice, RunOptions, RunReport};
+pub use run::{flood, play, run, EncodingChoice, RunOptions, RunReport};
+pub use scenario::Scenario;
 pub use signal::{Outgoing, SimConfig, Simulator};

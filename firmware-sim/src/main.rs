@@ -3,6 +3,7 @@
 //! - `run`: a fleet of gateways publishing live telemetry (optionally after a backfill).
 //! - `flood`: as many records as fast as possible, then a JSON throughput report.
 //! - `encode`: one encoded sample record on stdout (e.g. for `mosquitto_pub -s`).
+//! - `scenario`: one station plays a scenario that triggers one kind of alert rule.
 //!
 //! Logs go to stderr (`RUST_LOG`, default `info`), so stdout carries only results.
 
@@ -13,8 +14,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use firmware_sim::{
-    encode, run, BrokerOptions, Encoding, EncodingChoice, Fleet, RunOptions, RunReport, SimConfig,
-    Simulator,
+    encode, play, run, BrokerOptions, Encoding, EncodingChoice, Fleet, RunOptions, RunReport,
+    Scenario, SimConfig, Simulator,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +38,36 @@ enum Command {
     Flood(FloodArgs),
     /// Write one encoded sample record of a station to stdout.
     Encode(EncodeArgs),
+    /// Play a scenario that triggers one kind of alert rule: exceedance, early_warning,
+    /// rate_of_change, stuck, device_fault, calibration_overrun, no_data, gateway_offline.
+    Scenario(ScenarioArgs),
+}
+
+#[derive(Args)]
+struct ScenarioArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Which scenario.
+    name: Scenario,
+    /// Station id.
+    #[arg(long)]
+    station: String,
+    /// Parameter (default: the first with an upper limit; pH for rate_of_change).
+    #[arg(long)]
+    param: Option<String>,
+    /// Directory holding stations.toml and limits.csv.
+    #[arg(long, default_value = "seeds")]
+    seeds: PathBuf,
+    /// Time between steps (the station's expected interval makes it realistic; seconds
+    /// make it quick).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Steps of calibration for calibration_overrun, of silence for no_data.
+    #[arg(long, default_value_t = 30)]
+    steps: usize,
+    /// json, bincode or tt10.
+    #[arg(long, default_value = "json")]
+    encoding: Encoding,
 }
 
 #[derive(Args)]
@@ -184,6 +215,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Run(args) => run_command(args).await,
             Command::Flood(args) => flood_command(args).await,
+            Command::Scenario(args) => scenario_command(args).await,
             Command::Encode(_) => Ok(()),
         }
     })
@@ -239,6 +271,35 @@ async fn flood_command(args: FloodArgs) -> anyhow::Result<()> {
     )
     .await
     .context("flood failed")?;
+    print_report(&report)
+}
+
+async fn scenario_command(args: ScenarioArgs) -> anyhow::Result<()> {
+    let fleet = load_fleet(&args.seeds)?;
+    let Some(station) = fleet.station(&args.station) else {
+        bail!("no station {} in {}", args.station, args.seeds.display());
+    };
+    let param = match &args.param {
+        Some(name) => station.parameters.iter().find(|p| &p.name == name),
+        None => args.name.default_param(station),
+    };
+    let Some(param) = param else {
+        bail!("station {} has no such parameter", station.id);
+    };
+    let steps = args.name.steps(param, args.steps);
+    tracing::info!(scenario = %args.name, station = %station.id, param = %param.name, steps = steps.len(), "playing");
+    let publisher = firmware_sim::Publisher::connect(args.broker.options()).await?;
+    let report = play(
+        &publisher,
+        station,
+        param,
+        args.encoding,
+        &steps,
+        args.interval,
+    )
+    .await
+    .context("scenario failed")?;
+    publisher.disconnect().await?;
     print_report(&report)
 }
 

@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use super::{
     AggregateQuery, PresenceUpdate, QuarantineQuery, RawQuery, Store, StoredReading, WriteItem,
 };
+use crate::alerts::{Alert, AlertState, RuleKind, Severity};
 use crate::quarantine::{Reason, Rejected, Rejection};
+use crate::storage::AlertQuery;
 use crate::telemetry::time::VIETNAM_OFFSET_SECS;
 use crate::telemetry::{Encoding, GatewayState, Reading, Status, Timestamp};
 
@@ -45,6 +47,8 @@ macro_rules! storage_conformance_tests {
             data_survives_closing_and_reopening_the_store,
             prune_deletes_only_readings_older_than_the_cutoff,
             writes_after_close_are_refused,
+            alerts_are_kept_by_id_and_listed_newest_first_with_filters,
+            active_alerts_and_rule_state_survive_reopening,
         );
     };
     (@each $backend:expr; $($check:ident),* $(,)?) => {
@@ -535,4 +539,227 @@ pub async fn writes_after_close_are_refused(b: &dyn Backend) {
         .await
         .expect("a write after close returns at once");
     assert!(matches!(outcome, Err(super::Error::Closed)));
+}
+
+/// An alert of `station` (ids must be unique per backend: derive them from the station).
+fn alert(
+    id: u64,
+    station: &str,
+    zone: &str,
+    severity: Severity,
+    state: AlertState,
+    minutes: i64,
+) -> Alert {
+    let t0 = base_time();
+    Alert {
+        id,
+        station: station.into(),
+        zone: zone.into(),
+        param: Some("COD".into()),
+        rule: "limit-inst".into(),
+        kind: RuleKind::Exceedance,
+        severity,
+        state,
+        message: "COD above the limit".into(),
+        threshold: Some(135.0),
+        unit: Some("mg/L".into()),
+        source: Some("QCVN".into()),
+        first_at: at(t0, minutes),
+        last_at: at(t0, minutes + 10),
+        first_value: Some(140.0),
+        last_value: Some(150.0),
+        peak_value: Some(160.0),
+        count: 3,
+        resolved_at: (state == AlertState::Resolved).then(|| at(t0, minutes + 15)),
+        ack: None,
+        backfilled: false,
+        notified_at: Some(at(t0, minutes)),
+        updated_at: at(t0, minutes + 10),
+    }
+}
+
+/// Alert ids unique to this run (backends may be shared between runs).
+fn id_base() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos / 1000) % 1_000_000_000_000 * 100
+}
+
+async fn write_alerts(store: &dyn Store, alerts: Vec<Alert>) {
+    let (done, wait) = crate::ack::pair();
+    store
+        .write(WriteItem {
+            alerts,
+            done: Some(done),
+            ..WriteItem::default()
+        })
+        .await
+        .unwrap();
+    assert!(wait.wait().await);
+}
+
+pub async fn alerts_are_kept_by_id_and_listed_newest_first_with_filters(b: &dyn Backend) {
+    let store = b.open("alerts").await;
+    let s = station("alerts");
+    let other = station("alerts-other");
+    let base = id_base();
+    write_alerts(
+        &*store,
+        vec![
+            alert(base + 1, &s, "Z1", Severity::Warning, AlertState::Open, 0),
+            alert(
+                base + 2,
+                &s,
+                "Z1",
+                Severity::Critical,
+                AlertState::Resolved,
+                30,
+            ),
+            alert(base + 3, &other, "Z2", Severity::Info, AlertState::Open, 60),
+        ],
+    )
+    .await;
+    // An event later: the first alert is acknowledged (the row is replaced, not added).
+    let mut acked = alert(
+        base + 1,
+        &s,
+        "Z1",
+        Severity::Critical,
+        AlertState::Acknowledged,
+        0,
+    );
+    acked.ack = Some(crate::alerts::Ack {
+        by: "inspector".into(),
+        note: "on site".into(),
+        at: at(base_time(), 20),
+    });
+    write_alerts(&*store, vec![acked.clone()]).await;
+
+    assert_eq!(store.alert(base + 1).await.unwrap(), Some(acked));
+    assert_eq!(store.alert(base + 99).await.unwrap(), None);
+    assert!(store.max_alert_id().await.unwrap() >= base + 3);
+
+    let query = AlertQuery {
+        station: Some(s.clone()),
+        limit: 10,
+        ..AlertQuery::default()
+    };
+    let mine = store.alerts(query.clone()).await.unwrap();
+    let ids: Vec<u64> = mine.alerts.iter().map(|a| a.id).collect();
+    assert_eq!(ids, [base + 2, base + 1], "newest first");
+    let critical = store
+        .alerts(AlertQuery {
+            severity: Some(Severity::Critical),
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(critical.alerts.len(), 2, "severity is a minimum");
+    let resolved = store
+        .alerts(AlertQuery {
+            state: Some(AlertState::Resolved),
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(resolved.alerts[0].id, base + 2);
+    let page = store
+        .alerts(AlertQuery {
+            limit: 1,
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert!(page.has_more);
+    let rest = store
+        .alerts(AlertQuery {
+            before_id: Some(page.alerts[0].id),
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.alerts.len(), 1);
+    // Active during [25, 28): only the open-acknowledged one (first_at 0, still going).
+    let t0 = base_time();
+    let during = store
+        .alerts(AlertQuery {
+            from: Some(at(t0, 25)),
+            to: Some(at(t0, 28)),
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(during.alerts.len(), 1);
+    let zone2 = store
+        .alerts(AlertQuery {
+            zone: Some("Z2".into()),
+            station: Some(other.clone()),
+            limit: 10,
+            ..AlertQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(zone2.alerts.len(), 1);
+    store.close().await.unwrap();
+}
+
+pub async fn active_alerts_and_rule_state_survive_reopening(b: &dyn Backend) {
+    let s = station("active");
+    let base = id_base();
+    let store = b.open("active").await;
+    write_alerts(
+        &*store,
+        vec![
+            alert(base + 1, &s, "Z", Severity::Warning, AlertState::Open, 0),
+            alert(
+                base + 2,
+                &s,
+                "Z",
+                Severity::Warning,
+                AlertState::Resolved,
+                0,
+            ),
+            alert(
+                base + 3,
+                &s,
+                "Z",
+                Severity::Warning,
+                AlertState::Acknowledged,
+                0,
+            ),
+        ],
+    )
+    .await;
+    let (done, wait) = crate::ack::pair();
+    store
+        .write(WriteItem {
+            rule_states: vec![(s.as_str().into(), vec![1, 2, 3])],
+            done: Some(done),
+            ..WriteItem::default()
+        })
+        .await
+        .unwrap();
+    assert!(wait.wait().await);
+    store.close().await.unwrap();
+    drop(store);
+
+    let store = b.open("active").await;
+    let active: Vec<u64> = store
+        .active_alerts()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| *a.station == *s)
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(active, [base + 1, base + 3]);
+    let states = store.rule_states().await.unwrap();
+    let mine = states
+        .iter()
+        .find(|(station, _)| *station == s)
+        .expect("rule state kept");
+    assert_eq!(mine.1, [1, 2, 3]);
+    store.close().await.unwrap();
 }

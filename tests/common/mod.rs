@@ -62,6 +62,8 @@ pub struct Site {
     pub prefix: String,
     /// For tests that run the embedded broker themselves (restarts): its URL.
     pub external_url: Option<String>,
+    /// Seeds of its own (fast stations), if not the shipped ones.
+    pub seeds: Option<PathBuf>,
 }
 
 impl Site {
@@ -74,7 +76,27 @@ impl Site {
             dir: tempfile::tempdir().unwrap(),
             prefix: unique(label),
             external_url: None,
+            seeds: None,
         }
+    }
+
+    /// A site whose stations report every second (the shipped seeds otherwise), with the
+    /// alert clock at 100 ms: time-based alert rules play out in seconds.
+    pub fn fast(broker: Broker, label: &str) -> Site {
+        let mut site = Site::new(broker, label);
+        let seeds = site.dir.path().join("seeds");
+        std::fs::create_dir_all(&seeds).unwrap();
+        for file in ["zones.toml", "limits.csv", "rules.toml"] {
+            std::fs::copy(self::seeds().join(file), seeds.join(file)).unwrap();
+        }
+        let stations = std::fs::read_to_string(self::seeds().join("stations.toml")).unwrap();
+        std::fs::write(
+            seeds.join("stations.toml"),
+            stations.replace("expected_interval = \"5m\"", "expected_interval = \"1s\""),
+        )
+        .unwrap();
+        site.seeds = Some(seeds);
+        site
     }
 
     /// A site whose broker outlives quantrac restarts: Mosquitto, or an embedded broker
@@ -95,7 +117,10 @@ impl Site {
         c.api.listen = "127.0.0.1:0".parse().unwrap();
         c.storage.path = self.dir.path().join("data");
         c.storage.sync = SyncMode::Normal;
-        c.registry.seeds = seeds();
+        c.registry.seeds = self.seeds.clone().unwrap_or_else(seeds);
+        c.alerts.tick = Duration::from_millis(100);
+        c.alerts.lateness = Duration::from_secs(2);
+        c.alerts.backfill_after = Duration::from_secs(3600);
         c.mqtt.topic_prefix = self.prefix.clone();
         c.mqtt.client_id = format!("quantrac-{}", self.prefix);
         c.mqtt.reconnect_min = Duration::from_millis(100);

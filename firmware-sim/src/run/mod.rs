@@ -9,6 +9,7 @@
 //! (a `CancellationToken`), so the service can embed the simulation and stop it in order.
 
 mod flood;
+mod play;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use crate::publish::{self, BrokerOptions, Publisher};
 use crate::signal::{Outgoing, SimConfig, Simulator};
 
 pub use flood::flood;
+pub use play::play;
 
 /// Records per message in the backfill (a logger uploading its stored history).
 pub const BACKFILL_PER_MESSAGE: usize = 12;

@@ -91,6 +91,9 @@ struct Ledger {
     /// Active (open or acknowledged) alerts by id.
     active: FxHashMap<u64, Alert>,
     next_id: u64,
+    /// Active alerts changed without an event (another offending reading) since
+    /// [`Engine::take_updates`] last ran.
+    updated: FxHashSet<u64>,
 }
 
 /// Where a slot lives.
@@ -120,6 +123,7 @@ impl Engine {
             ledger: Ledger {
                 active: FxHashMap::default(),
                 next_id: 1,
+                updated: FxHashSet::default(),
             },
             dirty: FxHashSet::default(),
             too_late: 0,
@@ -164,6 +168,15 @@ impl Engine {
 
     pub fn alert(&self, id: u64) -> Option<&Alert> {
         self.ledger.active.get(&id)
+    }
+
+    /// Active alerts that changed without an event since the last call (more offending
+    /// readings: count, last and peak values), so that the store keeps up with them.
+    pub fn take_updates(&mut self) -> Vec<Alert> {
+        let ids: Vec<u64> = self.ledger.updated.drain().collect();
+        ids.into_iter()
+            .filter_map(|id| self.ledger.active.get(&id).cloned())
+            .collect()
     }
 
     /// Readings that arrived too late to be evaluated, since start.
@@ -384,6 +397,7 @@ impl Engine {
             };
             if let Some(alert) = self.ledger.active.get_mut(&id) {
                 alert.last_at = Timestamp::from_millis(now);
+                self.ledger.updated.insert(id);
                 if let Some(event) = describe::escalate_if_due(alert, &rule, None, now, false) {
                     out.push(event);
                 }
@@ -550,6 +564,7 @@ fn apply(
                 return;
             };
             describe::update(alert, verdict, ts, now);
+            ledger.updated.insert(id);
             if let Some(e) = describe::escalate_if_due(alert, &rule, Some(verdict), now, backfilled)
             {
                 out.push(e);

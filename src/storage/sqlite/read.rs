@@ -270,7 +270,7 @@ pub(super) fn alerts(conn: &Connection, q: &AlertQuery) -> Result<AlertPage> {
         "SELECT id, body FROM alerts
          WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR station = ?2)
            AND (?3 IS NULL OR zone = ?3) AND (?4 IS NULL OR severity >= ?4)
-           AND (?5 IS NULL OR coalesce(resolved_at, last_at) >= ?5)
+           AND (?5 IS NULL OR resolved_at IS NULL OR resolved_at >= ?5)
            AND (?6 IS NULL OR first_at < ?6)
            AND (?7 IS NULL OR id < ?7)
          ORDER BY id DESC LIMIT ?8",
