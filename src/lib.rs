@@ -3,7 +3,7 @@
 //! Station gateways at industrial-zone outfalls, stacks and ambient air stations publish
 //! telemetry over MQTT; quantrac validates it, stores it, and serves it to inspectors and
 //! analysts over an HTTP API. `../docs/` holds the contracts (`telemetry.md` for devices,
-//! `api.md` for clients, `configuration.md` for operators).
+//! `api.md` for clients, `alerts.md` for alert rules, `configuration.md` for operators).
 //!
 //! # Map
 //! Data flows one way, top to bottom; a module only uses modules below it.
@@ -12,11 +12,15 @@
 //! |---|---|
 //! | [`app`] | wiring: builds every part from the config, starts them, stops them in order |
 //! | [`demo`] | `quantrac demo`: the service plus a simulated fleet in one process |
-//! | [`api`] | HTTP API (axum): stations, readings, quarantine, health |
-//! | [`ingest`] | MQTT subscription (rumqttc), embedded broker (rumqttd), end-to-end acks |
-//! | [`pipeline`] | one message in: decode, validate, fan out to store and live state |
+//! | [`api`] | HTTP API (axum): stations, readings, alerts, quarantine, health |
+//! | [`ingest`] | quantrac's MQTT subscription (rumqttc) with end-to-end acks |
+//! | [`monitor`] | the alert engine's clock, snapshots, acknowledgements; events durable before announced |
+//! | [`notify`] | alert notifications: MQTT alert topic, event stream, webhooks |
+//! | [`pipeline`] | one message in: decode, validate, evaluate alerts, fan out to store and live state |
+//! | [`alerts`] | pure alert rules and engine: exceedances, early warnings, no data, faults, lifecycle |
 //! | [`validate`] | pure validation rules: accepted, or rejected with one reason |
 //! | [`storage`] | the `Store` trait, its embedded SQLite backend and its test suite |
+//! | [`mqtt`] | MQTT client options (TLS) and the embedded broker (rumqttd) |
 //! | [`live`] | in-memory "now": latest values and presence per station |
 //! | [`quarantine`] | rejection reasons, rejection records, counters |
 //! | [`ack`] | durability confirmations from the store back to ingest |

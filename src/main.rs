@@ -115,6 +115,12 @@ fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
             config.registry.seeds.display()
         )
     })?;
+    let rules = quantrac::alerts::RuleBook::load(&config.registry.seeds).with_context(|| {
+        format!(
+            "the configuration is valid but the alert rules in {} are not",
+            config.registry.seeds.display()
+        )
+    })?;
     let broker = config
         .mqtt
         .url
@@ -132,6 +138,11 @@ fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
         config.storage.path.display()
     );
     println!("  registry: {}", registry.summary());
+    println!(
+        "  alerts:   {} declared rules, {} webhooks",
+        rules.rules.len(),
+        config.alerts.webhooks.len()
+    );
     Ok(())
 }
 

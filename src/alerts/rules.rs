@@ -392,9 +392,36 @@ fn selects(seed: &RuleSeed, station: &Station, param: Option<&str>) -> bool {
         && param.is_none_or(|p| listed(&seed.params, p))
 }
 
+/// Shares identical compiled rules between series: thousands of stations with the same
+/// profile and rules then point at a handful of rules, which stay in the CPU cache while the
+/// engine walks from one series' state to the next.
+#[derive(Debug, Default)]
+pub struct Interner {
+    by_name: std::collections::HashMap<Arc<str>, Vec<Arc<Rule>>>,
+}
+
+impl Interner {
+    pub fn intern(&mut self, rule: Rule) -> Arc<Rule> {
+        let same_name = self.by_name.entry(rule.name.clone()).or_default();
+        match same_name.iter().find(|r| ***r == rule) {
+            Some(existing) => existing.clone(),
+            None => {
+                let rule = Arc::new(rule);
+                same_name.push(rule.clone());
+                rule
+            }
+        }
+    }
+}
+
 /// The rules of one station parameter: exceedance rules from its limits, then the declared
 /// rules that select it.
-pub fn compile(book: &RuleBook, station: &Station, param: &Parameter) -> Vec<Arc<Rule>> {
+pub fn compile(
+    book: &RuleBook,
+    station: &Station,
+    param: &Parameter,
+    interner: &mut Interner,
+) -> Vec<Arc<Rule>> {
     let ex = &book.exceedance;
     let mut rules = Vec::new();
     for (averaging, name) in [
@@ -407,7 +434,7 @@ pub fn compile(book: &RuleBook, station: &Station, param: &Parameter) -> Vec<Arc
         if bounds.is_empty() {
             continue;
         }
-        rules.push(Arc::new(Rule {
+        rules.push(interner.intern(Rule {
             name: Arc::from(name),
             kind: RuleKind::Exceedance,
             severity: ex.severity,
@@ -463,13 +490,17 @@ pub fn compile(book: &RuleBook, station: &Station, param: &Parameter) -> Vec<Arc
             },
             RuleKind::Exceedance | RuleKind::NoData | RuleKind::GatewayOffline => continue,
         };
-        rules.push(Arc::new(declared(seed, check)));
+        rules.push(interner.intern(declared(seed, check)));
     }
     rules
 }
 
 /// The station-level rules (no data, gateway offline) that select `station`.
-pub fn compile_station(book: &RuleBook, station: &Station) -> Vec<Arc<Rule>> {
+pub fn compile_station(
+    book: &RuleBook,
+    station: &Station,
+    interner: &mut Interner,
+) -> Vec<Arc<Rule>> {
     book.rules
         .iter()
         .filter(|s| s.kind.is_station_level() && selects(s, station, None))
@@ -484,7 +515,7 @@ pub fn compile_station(book: &RuleBook, station: &Station) -> Vec<Arc<Rule>> {
                 },
                 _ => Check::GatewayOffline,
             };
-            Arc::new(declared(seed, check))
+            interner.intern(declared(seed, check))
         })
         .collect()
 }
@@ -535,7 +566,12 @@ mod tests {
         let registry = Registry::load(&seeds()).unwrap();
         let book = RuleBook::load(&seeds()).unwrap();
         let ww = registry.station("DN-AMATA-WW01").unwrap();
-        let cod = compile(&book, ww, ww.parameter("COD").unwrap());
+        let cod = compile(
+            &book,
+            ww,
+            ww.parameter("COD").unwrap(),
+            &mut Interner::default(),
+        );
         let limit = cod.iter().find(|r| &*r.name == "limit-inst").unwrap();
         let Check::Limit {
             bounds, window_ms, ..
@@ -546,7 +582,12 @@ mod tests {
         assert_eq!(*window_ms, None);
         assert_eq!(bounds[0].upper, Some(135.0));
         let aq = registry.station("DN-AMATA-AQ01").unwrap();
-        let pm = compile(&book, aq, aq.parameter("PM2.5").unwrap());
+        let pm = compile(
+            &book,
+            aq,
+            aq.parameter("PM2.5").unwrap(),
+            &mut Interner::default(),
+        );
         let daily = pm.iter().find(|r| &*r.name == "limit-24h").unwrap();
         let Check::Limit {
             bounds, window_ms, ..
@@ -579,7 +620,7 @@ above = 40
         let ww = registry.station("DN-AMATA-WW01").unwrap();
         let st = registry.station("DN-AMATA-ST01").unwrap();
         let names = |s: &Station, p: &str| -> Vec<String> {
-            compile(&book, s, s.parameter(p).unwrap())
+            compile(&book, s, s.parameter(p).unwrap(), &mut Interner::default())
                 .iter()
                 .map(|r| r.name.to_string())
                 .collect()
@@ -612,5 +653,48 @@ above = 40
             let err = RuleBook::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod interning {
+    use super::*;
+    use crate::registry::Registry;
+
+    #[test]
+    fn identical_rules_of_different_stations_are_one_shared_rule() {
+        let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+        let registry = Registry::load(&seeds).unwrap();
+        let book = RuleBook::load(&seeds).unwrap();
+        let mut interner = Interner::default();
+        let (ww1, ww2) = (
+            registry.station("DN-AMATA-WW01").unwrap(),
+            registry.station("BN-VSIP-WW01").unwrap(),
+        );
+        let a = compile(&book, ww1, ww1.parameter("NH4").unwrap(), &mut interner);
+        let b = compile(&book, ww2, ww2.parameter("NH4").unwrap(), &mut interner);
+        let fault = |rules: &[Arc<Rule>]| {
+            rules
+                .iter()
+                .find(|r| &*r.name == "device-fault")
+                .unwrap()
+                .clone()
+        };
+        assert!(
+            Arc::ptr_eq(&fault(&a), &fault(&b)),
+            "same declared rule, shared"
+        );
+        let limit = |rules: &[Arc<Rule>]| {
+            rules
+                .iter()
+                .find(|r| &*r.name == "limit-inst")
+                .unwrap()
+                .clone()
+        };
+        assert!(
+            !Arc::ptr_eq(&limit(&a), &limit(&b)),
+            "different factors and profiles, different rules"
+        );
     }
 }

@@ -70,6 +70,17 @@ struct StationState {
     last_data: Option<i64>,
     /// Clock time the engine started watching (the reference for "no data" until data comes).
     watched_since: i64,
+    /// Changed since the last snapshot (and listed in `Engine::dirty`).
+    dirty: bool,
+}
+
+/// Notes that a station's state changed, once per snapshot period (a flag, not a set: this
+/// runs for every reading).
+fn mark(dirty: &mut Vec<Arc<str>>, st: &mut StationState) {
+    if !st.dirty {
+        st.dirty = true;
+        dirty.push(st.id.clone());
+    }
 }
 
 /// The alert engine.
@@ -80,7 +91,7 @@ pub struct Engine {
     stations: FxHashMap<Arc<str>, StationState>,
     ledger: Ledger,
     /// Stations whose state changed since the last snapshot.
-    dirty: FxHashSet<Arc<str>>,
+    dirty: Vec<Arc<str>>,
     /// Readings that came too late to be evaluated (for metrics).
     too_late: u64,
 }
@@ -125,18 +136,24 @@ impl Engine {
                 next_id: 1,
                 updated: FxHashSet::default(),
             },
-            dirty: FxHashSet::default(),
+            dirty: Vec::new(),
             too_late: 0,
         };
-        let stations: Vec<Station> = engine.registry.stations().to_vec();
-        for station in &stations {
-            let state = engine.build_station(station, now.as_millis());
+        let registry = engine.registry.clone();
+        let mut interner = rules::Interner::default();
+        for station in registry.stations() {
+            let state = engine.build_station(station, now.as_millis(), &mut interner);
             engine.stations.insert(station.id.clone(), state);
         }
         engine
     }
 
-    fn build_station(&self, station: &Station, now: i64) -> StationState {
+    fn build_station(
+        &self,
+        station: &Station,
+        now: i64,
+        interner: &mut rules::Interner,
+    ) -> StationState {
         StationState {
             id: station.id.clone(),
             zone: station.zone.clone(),
@@ -148,16 +165,17 @@ impl Engine {
                     Series::new(
                         p.name.clone(),
                         p.unit.clone(),
-                        rules::compile(&self.book, station, p),
+                        rules::compile(&self.book, station, p, interner),
                     )
                 })
                 .collect(),
-            slots: rules::compile_station(&self.book, station)
+            slots: rules::compile_station(&self.book, station, interner)
                 .into_iter()
                 .map(Slot::new)
                 .collect(),
             last_data: None,
             watched_since: now,
+            dirty: false,
         }
     }
 
@@ -187,124 +205,51 @@ impl Engine {
     /// Evaluates validated readings that arrived at `now`; appends what happened to `out`.
     pub fn evaluate(&mut self, readings: &[Reading], now: Timestamp, out: &mut Vec<AlertEvent>) {
         let now = now.as_millis();
+        let backfill_after = duration_ms(self.config.backfill_after);
+        let lateness = duration_ms(self.config.lateness);
         let mut released = Vec::new();
         for r in readings {
-            let Some(station) = self.stations.get_mut(&*r.station) else {
+            let Some(st) = self.stations.get_mut(&*r.station) else {
                 continue;
             };
             let ts = r.ts.as_millis();
-            let newer = station.last_data.is_none_or(|last| ts > last);
+            let newer = st.last_data.is_none_or(|last| ts > last);
             if newer {
-                station.last_data = Some(ts);
+                st.last_data = Some(ts);
             }
-            let Some(si) = station.series.iter().position(|s| s.param == r.param) else {
+            // Registry ids are shared `Arc`s: comparing pointers first skips the strcmp.
+            let Some(si) = st
+                .series
+                .iter()
+                .position(|s| Arc::ptr_eq(&s.param, &r.param) || s.param == r.param)
+            else {
                 continue;
             };
-            let interval = station.interval_ms;
-            let series = &mut station.series[si];
-            if series.slots.is_empty() {
-                continue;
-            }
-            let obs = Observation {
-                ts,
-                value: r.value,
-                status: r.status,
-            };
-            let key = station.id.clone();
-            match series.offer(obs, now, interval) {
-                Offer::Now => self.judge(&key, si, obs, now, out),
-                Offer::Held => {
-                    series.release(
-                        now,
-                        interval,
-                        duration_ms(self.config.lateness),
-                        &mut released,
-                    );
-                    for obs in released.drain(..) {
-                        self.judge(&key, si, obs, now, out);
+            mark(&mut self.dirty, st);
+            if !st.series[si].slots.is_empty() {
+                let obs = Observation {
+                    ts,
+                    value: r.value,
+                    status: r.status,
+                };
+                let interval = st.interval_ms;
+                match st.series[si].offer(obs, now, interval) {
+                    Offer::Now => judge(st, &mut self.ledger, backfill_after, si, obs, now, out),
+                    Offer::Held => {
+                        st.series[si].release(now, interval, lateness, &mut released);
+                        for obs in released.drain(..) {
+                            judge(st, &mut self.ledger, backfill_after, si, obs, now, out);
+                        }
+                    }
+                    Offer::TooLate => {
+                        self.too_late += 1;
+                        metrics::counter!(crate::metrics::ALERT_LATE_READINGS_TOTAL).increment(1);
                     }
                 }
-                Offer::TooLate => self.too_late += 1,
             }
-            self.dirty.insert(key.clone());
             if newer {
-                self.judge_no_data(&key, now, out);
+                judge_no_data(st, &mut self.ledger, now, out);
             }
-        }
-    }
-
-    /// Evaluates every rule of series `si` of `station` on `obs`.
-    fn judge(
-        &mut self,
-        station: &Arc<str>,
-        si: usize,
-        obs: Observation,
-        now: i64,
-        out: &mut Vec<AlertEvent>,
-    ) {
-        let Some(st) = self.stations.get_mut(station) else {
-            return;
-        };
-        let ctx = Context {
-            interval_ms: st.interval_ms,
-            day: day_of(obs.ts),
-        };
-        let backfilled = obs.ts < now - duration_ms(self.config.backfill_after);
-        for ri in 0..st.series[si].slots.len() {
-            let slot = &mut st.series[si].slots[ri];
-            let verdict = condition::evaluate(&slot.rule, &mut slot.state, &obs, &ctx);
-            let transition = slot.tracker.step(&slot.rule, &verdict, obs.ts);
-            apply(
-                st,
-                &mut self.ledger,
-                At::Series(si, ri),
-                transition,
-                &verdict,
-                obs.ts,
-                now,
-                backfilled,
-                out,
-            );
-        }
-    }
-
-    /// The no-data rule of a station: clears as soon as fresh data arrives, opens on the
-    /// clock (see [`Engine::tick`]).
-    fn judge_no_data(&mut self, station: &Arc<str>, now: i64, out: &mut Vec<AlertEvent>) {
-        let Some(st) = self.stations.get_mut(station) else {
-            return;
-        };
-        for i in 0..st.slots.len() {
-            let Check::NoData { after_ms } = st.slots[i].rule.check else {
-                continue;
-            };
-            let since = st.last_data.unwrap_or(st.watched_since);
-            let silence = now - since;
-            let verdict = if silence > after_ms {
-                let minutes = silence as f64 / 60_000.0;
-                let allowed = after_ms as f64 / 60_000.0;
-                Verdict::Exceeding {
-                    value: minutes,
-                    threshold: allowed,
-                    excess: minutes - allowed,
-                    source: None,
-                }
-            } else {
-                Verdict::Clear
-            };
-            let slot = &mut st.slots[i];
-            let transition = slot.tracker.step(&slot.rule, &verdict, now);
-            apply(
-                st,
-                &mut self.ledger,
-                At::Station(i),
-                transition,
-                &verdict,
-                now,
-                now,
-                false,
-                out,
-            );
         }
     }
 
@@ -320,7 +265,6 @@ impl Engine {
         let Some(st) = self.stations.get_mut(station) else {
             return;
         };
-        let key = st.id.clone();
         let verdict = match state {
             GatewayState::Offline => Verdict::Exceeding {
                 value: 0.0,
@@ -348,7 +292,7 @@ impl Engine {
                 out,
             );
         }
-        self.dirty.insert(key);
+        mark(&mut self.dirty, st);
     }
 
     /// The clock: releases readings held past the lateness, judges "no data", escalates by
@@ -356,26 +300,23 @@ impl Engine {
     pub fn tick(&mut self, now: Timestamp, out: &mut Vec<AlertEvent>) {
         let now_ms = now.as_millis();
         let lateness = duration_ms(self.config.lateness);
-        let keys: Vec<Arc<str>> = self.stations.keys().cloned().collect();
+        let backfill_after = duration_ms(self.config.backfill_after);
         let mut released = Vec::new();
-        for key in &keys {
-            let mut si = 0;
-            while let Some(st) = self.stations.get_mut(key) {
-                let Some(series) = st.series.get_mut(si) else {
-                    break;
-                };
-                if !series.held.is_empty() {
-                    series.release(now_ms, st.interval_ms, lateness, &mut released);
+        for st in self.stations.values_mut() {
+            for si in 0..st.series.len() {
+                if st.series[si].held.is_empty() {
+                    continue;
                 }
+                let interval = st.interval_ms;
+                st.series[si].release(now_ms, interval, lateness, &mut released);
                 if !released.is_empty() {
-                    self.dirty.insert(key.clone());
-                    for obs in std::mem::take(&mut released) {
-                        self.judge(key, si, obs, now_ms, out);
-                    }
+                    mark(&mut self.dirty, st);
                 }
-                si += 1;
+                for obs in released.drain(..) {
+                    judge(st, &mut self.ledger, backfill_after, si, obs, now_ms, out);
+                }
             }
-            self.judge_no_data(key, now_ms, out);
+            judge_no_data(st, &mut self.ledger, now_ms, out);
         }
         self.escalate_by_duration(now_ms, out);
         self.remind(now_ms, out);
@@ -461,7 +402,9 @@ impl Engine {
             at: now,
         });
         alert.updated_at = now;
-        self.dirty.insert(alert.station.clone());
+        if let Some(st) = self.stations.get_mut(&alert.station) {
+            mark(&mut self.dirty, st);
+        }
         Ok(describe::event(
             EventKind::Acknowledged,
             alert,
@@ -475,15 +418,17 @@ impl Engine {
     pub fn reconfigure(&mut self, registry: Arc<Registry>, book: Arc<RuleBook>, now: Timestamp) {
         self.registry = registry;
         self.book = book;
-        let stations: Vec<Station> = self.registry.stations().to_vec();
+        let registry = self.registry.clone();
+        let mut interner = rules::Interner::default();
         let mut next = FxHashMap::default();
-        for station in &stations {
-            let mut fresh = self.build_station(station, now.as_millis());
+        for station in registry.stations() {
+            let mut fresh = self.build_station(station, now.as_millis(), &mut interner);
             if let Some(old) = self.stations.remove(&station.id) {
                 snapshot::carry_over(old, &mut fresh);
             }
+            fresh.dirty = false;
+            mark(&mut self.dirty, &mut fresh);
             next.insert(station.id.clone(), fresh);
-            self.dirty.insert(station.id.clone());
         }
         self.stations = next;
     }
@@ -591,5 +536,75 @@ fn apply(
                 ));
             }
         }
+    }
+}
+
+/// Evaluates every rule of series `si` of `st` on `obs`.
+fn judge(
+    st: &mut StationState,
+    ledger: &mut Ledger,
+    backfill_after: i64,
+    si: usize,
+    obs: Observation,
+    now: i64,
+    out: &mut Vec<AlertEvent>,
+) {
+    let ctx = Context {
+        interval_ms: st.interval_ms,
+        day: day_of(obs.ts),
+    };
+    let backfilled = obs.ts < now - backfill_after;
+    for ri in 0..st.series[si].slots.len() {
+        let slot = &mut st.series[si].slots[ri];
+        let verdict = condition::evaluate(&slot.rule, &mut slot.state, &obs, &ctx);
+        let transition = slot.tracker.step(&slot.rule, &verdict, obs.ts);
+        apply(
+            st,
+            ledger,
+            At::Series(si, ri),
+            transition,
+            &verdict,
+            obs.ts,
+            now,
+            backfilled,
+            out,
+        );
+    }
+}
+
+/// The no-data rule of a station: clears as soon as fresh data arrives, opens on the clock
+/// (see [`Engine::tick`]).
+fn judge_no_data(st: &mut StationState, ledger: &mut Ledger, now: i64, out: &mut Vec<AlertEvent>) {
+    for i in 0..st.slots.len() {
+        let Check::NoData { after_ms } = st.slots[i].rule.check else {
+            continue;
+        };
+        let since = st.last_data.unwrap_or(st.watched_since);
+        let silence = now - since;
+        let verdict = if silence > after_ms {
+            let minutes = silence as f64 / 60_000.0;
+            let allowed = after_ms as f64 / 60_000.0;
+            Verdict::Exceeding {
+                value: minutes,
+                threshold: allowed,
+                excess: minutes - allowed,
+                source: None,
+            }
+        } else {
+            Verdict::Clear
+        };
+        let slot = &mut st.slots[i];
+        let transition = slot.tracker.step(&slot.rule, &verdict, now);
+        apply(
+            st,
+            ledger,
+            At::Station(i),
+            transition,
+            &verdict,
+            now,
+            now,
+            false,
+            out,
+        );
     }
 }

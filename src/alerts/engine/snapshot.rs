@@ -156,10 +156,14 @@ pub(super) fn carry_over(old: StationState, fresh: &mut StationState) {
 impl Engine {
     /// The rule state of every station changed since the last call, as blobs.
     pub fn snapshot(&mut self) -> Vec<(Arc<str>, Vec<u8>)> {
-        let dirty: Vec<Arc<str>> = self.dirty.drain().collect();
+        let dirty = std::mem::take(&mut self.dirty);
         dirty
             .into_iter()
-            .filter_map(|id| self.stations.get(&id).map(|st| (id, encode(st))))
+            .filter_map(|id| {
+                let st = self.stations.get_mut(&id)?;
+                st.dirty = false;
+                Some((id, encode(st)))
+            })
             .collect()
     }
 
