@@ -28,13 +28,15 @@ use crate::notify::{self, Notifier};
 use crate::pipeline::{Pipeline, SharedRegistry};
 use crate::quarantine::Counters;
 use crate::registry::Registry;
+use crate::shutdown::{Report, Sequence};
 use crate::storage::sqlite::{SqliteConfig, SqliteStore};
 use crate::storage::{self, Store};
 use crate::telemetry::Timestamp;
 use crate::validate::Rules;
 
-/// How long each shutdown step may take before it is abandoned.
-const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long each shutdown step may take before it is abandoned (five steps: a shutdown takes
+/// at most a minute and a half, and normally well under a second).
+const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How often readings older than the retention period are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -140,18 +142,30 @@ fn start_notifiers(
     Ok((Notifier::new(a.stream_buffer, mqtt, routes, offset), tasks))
 }
 
+/// Extra wiring for tests and tools.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Make the store's commits fail while this switch is on (fault tests).
+    pub store_faults: Option<crate::storage::faults::FaultSwitch>,
+}
+
 /// Starts everything described by `config`.
 pub async fn start(config: Config) -> Result<Running, Error> {
+    start_with(config, Options::default()).await
+}
+
+/// As [`start`], with extra wiring.
+pub async fn start_with(config: Config, options: Options) -> Result<Running, Error> {
     let registry = Registry::load(&config.registry.seeds)?;
     let book = RuleBook::load(&config.registry.seeds)?;
     tracing::info!(seeds = %config.registry.seeds.display(), "registry loaded: {}; {} declared alert rules", registry.summary(), book.rules.len());
     let registry: SharedRegistry = Arc::new(ArcSwap::from_pointee(registry));
 
     let store: Arc<dyn Store> = match config.storage.backend {
-        Backend::Sqlite => Arc::new(SqliteStore::open(SqliteConfig::from_config(
-            &config.storage,
-            config.quarantine.capacity,
-        ))?),
+        Backend::Sqlite => Arc::new(SqliteStore::open_with(
+            SqliteConfig::from_config(&config.storage, config.quarantine.capacity),
+            options.store_faults.as_ref(),
+        )?),
     };
     tracing::info!(path = %config.storage.path.display(), "embedded store open");
     let live = Live::new();
@@ -340,6 +354,11 @@ impl Running {
         let _ = rx.wait_for(|&done| done >= n).await;
     }
 
+    /// Ingest's connection state and counters.
+    pub fn ingest(&self) -> &IngestStatus {
+        &self.ingest_status
+    }
+
     /// Whether ingest is connected and subscribed.
     pub fn is_ready(&self) -> bool {
         self.ingest_status.is_ready()
@@ -382,58 +401,61 @@ impl Running {
         &self.monitor
     }
 
-    /// Ordered shutdown: ingest, then store, then API.
-    pub async fn stop(self) {
-        tracing::info!("shutting down: stopping ingest");
-        self.ingest_stop.cancel();
-        match tokio::time::timeout(STEP_TIMEOUT, self.ingest).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "ingest ended with an error"),
-            Ok(Err(e)) => tracing::error!(error = %e, "ingest task failed"),
-            Err(_) => tracing::error!(
-                "ingest did not stop in time; unacknowledged messages stay with the broker"
-            ),
-        }
-        let _ = self.housekeeping.await;
-        tracing::info!("shutting down: saving the alert engine's state");
-        self.monitor_stop.cancel();
-        if tokio::time::timeout(STEP_TIMEOUT, self.monitor_task)
-            .await
-            .is_err()
-        {
-            tracing::error!("the alert monitor did not stop in time");
-        }
-        tracing::info!("shutting down: sending queued notifications");
-        self.monitor.notifier().close();
-        self.notifiers_stop.cancel();
-        for task in self.notifier_tasks {
-            if tokio::time::timeout(STEP_TIMEOUT, task).await.is_err() {
-                tracing::error!("a notifier did not stop in time");
+    /// Ordered shutdown, each step bounded in time: ingest (stop taking messages, drain,
+    /// acknowledge what is durable), the monitor (last snapshot of alert rule state), the
+    /// notifiers (send what is queued), the store (commit or spool what is queued), the API.
+    pub async fn stop(self) -> Report {
+        let mut s = Sequence::new(STEP_TIMEOUT);
+        let ingest_stop = self.ingest_stop.clone();
+        s.step(
+            "ingest",
+            "stopping ingest (draining received messages)",
+            async {
+                ingest_stop.cancel();
+                let _ = self.housekeeping.await;
+                match self.ingest.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
+        .await;
+        s.step("monitor", "saving the alert engine's state", async {
+            self.monitor_stop.cancel();
+            self.monitor_task.await.map_err(|e| e.to_string())
+        })
+        .await;
+        s.step("notifiers", "sending queued notifications", async {
+            self.monitor.notifier().close();
+            self.notifiers_stop.cancel();
+            for task in self.notifier_tasks {
+                task.await.map_err(|e| e.to_string())?;
             }
-        }
-        tracing::info!("shutting down: closing the store");
-        match tokio::time::timeout(STEP_TIMEOUT, self.store.close()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "closing the store failed"),
-            Err(_) => tracing::error!("the store did not close in time"),
-        }
-        tracing::info!("shutting down: stopping the API");
-        self.api_stop.cancel();
-        match tokio::time::timeout(STEP_TIMEOUT, self.api).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the API server failed"),
-            Ok(Err(e)) => tracing::error!(error = %e, "the API task failed"),
-            Err(_) => tracing::error!("the API did not stop in time"),
-        }
-        tracing::info!("stopped");
+            Ok(())
+        })
+        .await;
+        s.step("store", "closing the store", async {
+            self.store.close().await.map_err(|e| e.to_string())
+        })
+        .await;
+        s.step("api", "stopping the API", async {
+            self.api_stop.cancel();
+            match self.api.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+        s.finish()
     }
 }
 
 /// Runs until SIGINT or SIGTERM (reloading the registry on SIGHUP), then stops in order.
-pub async fn run_until_signalled(running: Running) -> std::io::Result<()> {
+pub async fn run_until_signalled(running: Running) -> std::io::Result<Report> {
     wait_for_stop_signal(&running).await?;
-    running.stop().await;
-    Ok(())
+    Ok(running.stop().await)
 }
 
 #[cfg(unix)]

@@ -28,6 +28,7 @@
 //! | [`telemetry`] | domain types and the three wire encodings (JSON, bincode, tt10) |
 //! | [`config`] | typed configuration, built-in defaults, environment overrides |
 //! | [`metrics`] | metric names |
+//! | [`shutdown`] | ordered, bounded shutdown steps and their report |
 //!
 //! # Guarantees
 //! A message's MQTT acknowledgement is released only after every reading in it is durably
@@ -50,6 +51,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod quarantine;
 pub mod registry;
+pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
 pub mod validate;

@@ -102,9 +102,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let running = quantrac::app::start(config)
         .await
         .context("quantrac could not start")?;
-    quantrac::app::run_until_signalled(running)
+    let report = quantrac::app::run_until_signalled(running)
         .await
-        .context("cannot listen for signals")
+        .context("cannot listen for signals")?;
+    if report.all_done() {
+        Ok(())
+    } else {
+        anyhow::bail!("shutdown incomplete: {:?}", report.steps)
+    }
 }
 
 fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
@@ -157,7 +162,10 @@ fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
         _ => EnvFilter::try_new(&log.level),
     }
     .with_context(|| format!("log.level `{}` is not a valid filter", log.level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to stderr: stdout is for what a command prints (check-config, demo).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match log.format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),

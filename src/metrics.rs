@@ -17,6 +17,10 @@ pub const STORE_BATCH_ROWS: &str = "quantrac_store_batch_rows";
 pub const STORE_COMMIT_SECONDS: &str = "quantrac_store_commit_seconds";
 /// Store write failures (each is retried).
 pub const STORE_ERRORS_TOTAL: &str = "quantrac_store_errors_total";
+/// Bytes of writes held in the spool while the store is unreachable.
+pub const SPOOL_BYTES: &str = "quantrac_spool_bytes";
+/// Batches the full spool could not take (ingest stops acknowledging meanwhile).
+pub const SPOOL_FULL_TOTAL: &str = "quantrac_spool_full_total";
 /// 1 while connected to the MQTT broker, else 0.
 pub const MQTT_CONNECTED: &str = "quantrac_mqtt_connected";
 /// Connection attempts after a loss.

@@ -8,13 +8,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::metrics as m;
 use crate::telemetry::{Encoding, Timestamp};
 
 /// Why a reading, record or message was rejected. Codes are stable API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     MalformedPayload,
@@ -66,7 +66,7 @@ impl Reason {
 }
 
 /// One rejected reading, record or message, as validation reports it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rejection {
     pub reason: Reason,
     /// The station as sent (it may not exist in the registry).
@@ -79,7 +79,7 @@ pub struct Rejection {
 }
 
 /// The rejections of one message with the context they share.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rejected {
     pub received_at: Timestamp,
     pub topic: String,

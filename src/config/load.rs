@@ -112,10 +112,7 @@ impl Config {
                 "mqtt.embedded.max_connections",
                 self.mqtt.embedded.max_connections,
             ),
-            (
-                "mqtt.embedded.max_inflight",
-                self.mqtt.embedded.max_inflight,
-            ),
+            ("mqtt.embedded.read_batch", self.mqtt.embedded.read_batch),
             (
                 "mqtt.embedded.max_payload_size",
                 self.mqtt.embedded.max_payload_size,

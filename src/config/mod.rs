@@ -77,7 +77,7 @@ pub struct MqttConfig {
 pub struct EmbeddedBrokerConfig {
     pub listen: SocketAddr,
     pub max_connections: usize,
-    pub max_inflight: usize,
+    pub read_batch: usize,
     pub max_payload_size: usize,
     pub segment_size: usize,
     pub segment_count: usize,
@@ -104,9 +104,22 @@ pub struct StorageConfig {
     pub sync: SyncMode,
     pub queue_capacity: usize,
     pub batch_max_rows: usize,
+    #[serde(with = "humantime_serde")]
+    pub batch_max_delay: Duration,
     pub cache_mb: usize,
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    pub spool: SpoolConfig,
+}
+
+/// The local spool that holds writes while the store is unreachable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    pub enabled: bool,
+    /// Empty: `<storage.path>/spool`.
+    pub path: PathBuf,
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -18,10 +18,11 @@
 //!   oldest first costs nothing.
 //!
 //! # Backpressure
-//! Nothing is dropped: when the store is slow its queue fills, the worker waits, the inbound
-//! channel fills, and the event loop waits to forward. The broker sends at most its QoS 1
-//! window (inflight) of unacknowledged messages, so in practice the inbound channel
-//! (`mqtt.queue_capacity`) holds the window and the broker keeps the rest.
+//! Nothing is dropped. Acknowledgements wait for the store, and the broker sends at most its
+//! QoS 1 window (inflight) of unacknowledged messages: that window, not quantrac, bounds what
+//! is in memory, and the broker keeps the rest. The inbound queue (`mqtt.queue_capacity`)
+//! must hold the whole window so that the event loop never waits (keep-alives go on while
+//! the store is slow); if the broker sends more, the event loop waits as a last resort.
 //!
 //! # Reconnects
 //! The session is persistent (clean session off, fixed client id): while quantrac is away the
@@ -56,6 +57,8 @@ pub use crate::mqtt::Error;
 #[derive(Debug)]
 pub struct IngestStatus {
     connected: AtomicBool,
+    /// Messages taken from the broker (received) so far.
+    received: AtomicU64,
     /// Connected with the subscriptions in place.
     ready: watch::Sender<bool>,
     processed: watch::Sender<u64>,
@@ -65,6 +68,7 @@ impl Default for IngestStatus {
     fn default() -> Self {
         IngestStatus {
             connected: AtomicBool::new(false),
+            received: AtomicU64::new(0),
             ready: watch::Sender::new(false),
             processed: watch::Sender::new(0),
         }
@@ -84,6 +88,12 @@ impl IngestStatus {
     /// Follows readiness.
     pub fn readiness(&self) -> watch::Receiver<bool> {
         self.ready.subscribe()
+    }
+
+    /// Messages taken from the broker since start. `received - processed` is what quantrac
+    /// holds in memory: bounded by its queues whatever the load (backpressure).
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
     }
 
     /// Messages fully handled (durable, and acknowledged if QoS 1) since start.
@@ -184,6 +194,7 @@ impl EventLoopTask {
         shutdown: CancellationToken,
     ) {
         let mut inbound = Some(inbound);
+        let mut warned_full = false;
         let mut backoff = self.settings.mqtt.reconnect_min;
         let address = self.settings.address.to_string();
         loop {
@@ -220,7 +231,23 @@ impl EventLoopTask {
                             continue;
                         };
                         let epoch = self.epoch.load(Ordering::SeqCst);
-                        if tx.send(Inbound { publish, epoch }).await.is_err() {
+                        self.status.received.fetch_add(1, Ordering::SeqCst);
+                        let sent = match tx.try_send(Inbound { publish, epoch }) {
+                            Ok(()) => Ok(()),
+                            Err(mpsc::error::TrySendError::Full(message)) => {
+                                // The broker's QoS 1 window is larger than this queue: wait
+                                // (keep-alives wait too, and a long stall may cost the
+                                // connection; the broker then delivers again).
+                                if !warned_full {
+                                    warned_full = true;
+                                    tracing::warn!(capacity = self.settings.mqtt.queue_capacity,
+                                        "inbound queue full: the broker sends more unacknowledged messages than mqtt.queue_capacity; raise it to at least the broker's inflight window");
+                                }
+                                tx.send(message).await.map_err(|_| ())
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+                        };
+                        if sent.is_err() {
                             inbound = None;
                         }
                     }

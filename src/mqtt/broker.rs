@@ -38,7 +38,9 @@ pub fn start(config: &EmbeddedBrokerConfig) -> Result<SocketAddr, Error> {
     let connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
         max_payload_size: config.max_payload_size,
-        max_inflight_count: config.max_inflight,
+        // rumqttd calls it inflight, but it is how many packets it reads from a connection
+        // at a time; its QoS 1 window towards each subscriber is fixed at 100.
+        max_inflight_count: config.read_batch,
         auth: None,
         external_auth: None,
         dynamic_filters: true,

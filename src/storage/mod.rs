@@ -2,6 +2,10 @@
 //! and the backends.
 //!
 //! - [`sqlite`]: the embedded store (default; nothing to install).
+//! - [`writer`]: the writer thread every backend shares (group commit, spool, backpressure)
+//!   over a backend's [`Sink`](writer::Sink); [`spool`]: the on-disk log that holds writes
+//!   while the store is unreachable.
+//! - [`faults`]: a sink wrapper that fails on demand, for fault tests.
 //! - [`conformance`]: the storage test suite that every backend must pass.
 //!
 //! # Contract every backend keeps
@@ -16,7 +20,10 @@
 //!   after the last row returned.
 
 pub mod conformance;
+pub mod faults;
+pub mod spool;
 pub mod sqlite;
+pub mod writer;
 
 use std::sync::Arc;
 
@@ -44,6 +51,10 @@ pub enum Error {
     Task(String),
     #[error("stored alert {id} cannot be read: {reason}")]
     Corrupt { id: u64, reason: String },
+    #[error("spool: {0}")]
+    Spool(String),
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -63,7 +74,7 @@ pub struct WriteItem {
 }
 
 /// What a message tells about a station's presence.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PresenceUpdate {
     pub station: Arc<str>,
     /// Arrival time of valid data, if the message carried any.
@@ -248,4 +259,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Commits what is queued and stops the writer. Later writes fail with `Closed`.
     async fn close(&self) -> Result<()>;
+}
+
+/// Writer settings from the `[storage]` section (shared by every backend).
+pub fn writer_config(storage: &crate::config::StorageConfig) -> writer::WriterConfig {
+    writer::WriterConfig {
+        queue_capacity: storage.queue_capacity,
+        batch_max_rows: storage.batch_max_rows,
+        batch_max_delay: storage.batch_max_delay,
+        spool: storage.spool.enabled.then(|| {
+            let dir = if storage.spool.path.as_os_str().is_empty() {
+                storage.path.join("spool")
+            } else {
+                storage.spool.path.clone()
+            };
+            (dir, storage.spool.max_bytes)
+        }),
+    }
 }

@@ -23,7 +23,9 @@ pub use time::Timestamp;
 pub use topic::{Topic, TopicKind};
 
 /// Circular 10/2021 device status of a reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Status {
     /// `00`: the analyser is measuring normally. Only these readings count for compliance.
     Measuring,
@@ -78,7 +80,7 @@ impl fmt::Display for Status {
 }
 
 /// The three v1 payload encodings, named by the last topic level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Encoding {
     Json,
     Bincode,
@@ -192,7 +194,7 @@ pub fn decode<'a>(encoding: Encoding, payload: &'a [u8], topic_station: &'a str)
 ///
 /// Station, zone and parameter are shared with the registry (`Arc<str>`), so building a
 /// reading costs three reference-count increments and no allocation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reading {
     pub station: Arc<str>,
     pub zone: Arc<str>,
@@ -203,7 +205,7 @@ pub struct Reading {
 }
 
 /// Gateway presence announced on the `status` topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GatewayState {
     Online,
     Offline,

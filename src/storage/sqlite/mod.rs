@@ -36,16 +36,16 @@
 
 mod read;
 mod schema;
-mod writer;
+mod sink;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{mpsc, oneshot};
 
+use super::faults::FaultSwitch;
+use super::writer::{Writer, WriterConfig};
 use super::{
     AggregateQuery, AlertPage, AlertQuery, Error, LatestRow, PresenceRow, QuarantinePage,
     QuarantineQuery, RawQuery, ReadingPage, Result, SeriesBuckets, Store, WriteItem,
@@ -54,7 +54,7 @@ use crate::alerts::Alert;
 use crate::config::{StorageConfig, SyncMode};
 use crate::telemetry::Timestamp;
 use read::ReadPool;
-use writer::Command;
+pub use sink::SqliteSink;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "quantrac.db";
@@ -64,10 +64,9 @@ pub const DB_FILE: &str = "quantrac.db";
 pub struct SqliteConfig {
     pub dir: PathBuf,
     pub sync: SyncMode,
-    pub queue_capacity: usize,
-    pub batch_max_rows: usize,
     pub cache_mb: usize,
     pub quarantine_capacity: usize,
+    pub writer: WriterConfig,
 }
 
 impl SqliteConfig {
@@ -75,72 +74,82 @@ impl SqliteConfig {
         SqliteConfig {
             dir: storage.path.clone(),
             sync: storage.sync,
-            queue_capacity: storage.queue_capacity,
-            batch_max_rows: storage.batch_max_rows,
             cache_mb: storage.cache_mb,
             quarantine_capacity,
+            writer: super::writer_config(storage),
         }
     }
 
-    /// Defaults suitable for tests and tools: a directory and nothing else.
+    /// Defaults suitable for tests and tools: a directory and nothing else (no spool).
     pub fn in_dir(dir: impl Into<PathBuf>) -> SqliteConfig {
         SqliteConfig {
             dir: dir.into(),
             sync: SyncMode::Normal,
-            queue_capacity: 1024,
-            batch_max_rows: 50_000,
             cache_mb: 16,
             quarantine_capacity: 10_000,
+            writer: WriterConfig {
+                queue_capacity: 1024,
+                batch_max_rows: 50_000,
+                batch_max_delay: std::time::Duration::ZERO,
+                spool: None,
+            },
         }
     }
 }
 
 /// The embedded SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
-    commands: mpsc::Sender<Command>,
-    closing: Arc<AtomicBool>,
-    writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer: Writer,
     reads: Arc<ReadPool>,
+}
+
+/// Opens the database for writing and brings its schema up to date.
+fn open_writable(config: &SqliteConfig) -> Result<(Connection, PathBuf)> {
+    std::fs::create_dir_all(&config.dir).map_err(|source| Error::DataDir {
+        path: config.dir.clone(),
+        source,
+    })?;
+    let path = config.dir.join(DB_FILE);
+    let mut conn = open_connection(&path, false, config.cache_mb)?;
+    let sync = match config.sync {
+        SyncMode::Full => "FULL",
+        SyncMode::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    schema::migrate(&mut conn)?;
+    Ok((conn, path))
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database and starts the writer thread.
     pub fn open(config: SqliteConfig) -> Result<SqliteStore> {
-        std::fs::create_dir_all(&config.dir).map_err(|source| Error::DataDir {
-            path: config.dir.clone(),
-            source,
-        })?;
-        let path = config.dir.join(DB_FILE);
-        let mut conn = open_connection(&path, false, config.cache_mb)?;
-        let sync = match config.sync {
-            SyncMode::Full => "FULL",
-            SyncMode::Normal => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", sync)?;
-        schema::migrate(&mut conn)?;
+        SqliteStore::open_with(config, None)
+    }
 
-        let (commands, rx) = mpsc::channel(config.queue_capacity);
-        let closing = Arc::new(AtomicBool::new(false));
-        let writer = writer::Writer::new(conn, &config, closing.clone());
-        let handle = std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| Error::Task(format!("cannot start the writer thread: {e}")))?;
+    /// As [`SqliteStore::open`], with commits that fail while `faults` says so (tests).
+    pub fn open_with(config: SqliteConfig, faults: Option<&FaultSwitch>) -> Result<SqliteStore> {
+        let (conn, path) = open_writable(&config)?;
+        let mut sink: Box<dyn super::writer::Sink> =
+            Box::new(SqliteSink::new(conn, config.quarantine_capacity));
+        if let Some(switch) = faults {
+            sink = switch.wrap(sink);
+        }
+        let writer = Writer::start("sqlite-writer", sink, config.writer.clone())?;
         Ok(SqliteStore {
-            commands,
-            closing,
-            writer: parking_lot::Mutex::new(Some(handle)),
+            writer,
             reads: Arc::new(ReadPool::new(path)),
         })
     }
 
-    async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .await
-            .map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)
+    /// A sink on this database, for a backend that keeps its state here (QuestDB mode).
+    pub fn state_sink(config: &SqliteConfig) -> Result<(SqliteSink, PathBuf)> {
+        let (conn, path) = open_writable(config)?;
+        Ok((SqliteSink::new(conn, config.quarantine_capacity), path))
+    }
+
+    /// Bytes waiting in the spool (the store was unreachable).
+    pub fn spool_bytes(&self) -> u64 {
+        self.writer.spool_bytes()
     }
 
     async fn read<T: Send + 'static>(
@@ -178,14 +187,11 @@ fn open_connection(path: &Path, read_only: bool, cache_mb: usize) -> Result<Conn
 #[async_trait]
 impl Store for SqliteStore {
     async fn write(&self, item: WriteItem) -> Result<()> {
-        self.commands
-            .send(Command::Write(item))
-            .await
-            .map_err(|_| Error::Closed)
+        self.writer.write(item).await
     }
 
     async fn flush(&self) -> Result<()> {
-        self.command(Command::Flush).await
+        self.writer.flush().await
     }
 
     async fn readings(&self, query: RawQuery) -> Result<ReadingPage> {
@@ -229,11 +235,11 @@ impl Store for SqliteStore {
     }
 
     async fn prune(&self, cutoff: Timestamp) -> Result<u64> {
-        self.command(|tx| Command::Prune(cutoff, tx)).await?
+        self.writer.prune(cutoff).await
     }
 
     async fn ping(&self) -> Result<()> {
-        if self.commands.is_closed() {
+        if self.writer.is_closed() {
             return Err(Error::Closed);
         }
         self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
@@ -241,16 +247,6 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) -> Result<()> {
-        self.closing.store(true, Ordering::SeqCst);
-        // The writer commits what was queued before the Close command, then stops.
-        let _ = self.command(Command::Close).await;
-        let handle = self.writer.lock().take();
-        if let Some(handle) = handle {
-            tokio::task::spawn_blocking(move || handle.join())
-                .await
-                .map_err(|e| Error::Task(e.to_string()))?
-                .map_err(|_| Error::Task("the writer thread panicked".into()))?;
-        }
-        Ok(())
+        self.writer.close().await
     }
 }

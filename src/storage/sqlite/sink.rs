@@ -1,35 +1,16 @@
-//! The writer thread: the only code that writes to the database.
-//!
-//! Group commit: the thread blocks for the first command, then takes whatever else is already
-//! queued (up to `batch_max_rows` readings) and commits it in one transaction. Under light
-//! load every message is committed on its own at once; under heavy load transactions grow,
-//! which is what makes SQLite fast. Commands other than writes (flush, prune, close) end a
-//! batch, so they are answered only after every write queued before them is committed.
+//! The embedded store's write path: commits batches in one SQLite transaction each, on the
+//! shared writer thread ([`crate::storage::writer`]), which is the only code that writes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, Transaction};
-use tokio::sync::{mpsc, oneshot};
 
-use super::SqliteConfig;
 use crate::alerts::Alert;
-use crate::metrics as m;
 use crate::quarantine::Rejected;
+use crate::storage::writer::Sink;
 use crate::storage::{PresenceUpdate, Result, WriteItem};
 use crate::telemetry::{Reading, Timestamp};
-
-// Writes are nearly every command: boxing them would cost an allocation per message to
-// save a few hundred bytes per queue slot.
-#[allow(clippy::large_enum_variant)]
-pub(super) enum Command {
-    Write(WriteItem),
-    Flush(oneshot::Sender<()>),
-    Prune(Timestamp, oneshot::Sender<Result<u64>>),
-    Close(oneshot::Sender<()>),
-}
 
 const UPSERT_READING: &str =
     "INSERT INTO readings (series, ts, value, status) VALUES (?1, ?2, ?3, ?4)
@@ -64,111 +45,22 @@ const UPSERT_GATEWAY: &str = "INSERT INTO presence (station, gateway, gateway_at
 /// Series ids by station then parameter, so that lookups take `&str` without allocating.
 type SeriesIds = HashMap<Arc<str>, HashMap<Arc<str>, i64>>;
 
-pub(super) struct Writer {
+/// Writes to the database over the writer connection.
+pub struct SqliteSink {
     conn: Connection,
     series: SeriesIds,
-    batch_max_rows: usize,
     quarantine_capacity: i64,
-    closing: Arc<AtomicBool>,
 }
 
-impl Writer {
-    pub(super) fn new(conn: Connection, config: &SqliteConfig, closing: Arc<AtomicBool>) -> Writer {
-        Writer {
+impl SqliteSink {
+    pub(super) fn new(conn: Connection, quarantine_capacity: usize) -> SqliteSink {
+        SqliteSink {
             conn,
             series: HashMap::new(),
-            batch_max_rows: config.batch_max_rows,
-            quarantine_capacity: i64::try_from(config.quarantine_capacity).unwrap_or(i64::MAX),
-            closing,
+            quarantine_capacity: i64::try_from(quarantine_capacity).unwrap_or(i64::MAX),
         }
     }
-
-    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut batch: Vec<WriteItem> = Vec::new();
-        while let Some(first) = rx.blocking_recv() {
-            let mut next = Some(first);
-            let mut rows = 0;
-            // Take writes until the batch is full or a non-write command arrives.
-            let control = loop {
-                match next.take() {
-                    Some(Command::Write(item)) => {
-                        rows += item.readings.len();
-                        batch.push(item);
-                    }
-                    Some(other) => break Some(other),
-                    None => {}
-                }
-                if rows >= self.batch_max_rows {
-                    break None;
-                }
-                match rx.try_recv() {
-                    Ok(cmd) => next = Some(cmd),
-                    Err(_) => break None,
-                }
-            };
-            if !batch.is_empty() {
-                self.commit_with_retry(&mut batch);
-            }
-            match control {
-                Some(Command::Flush(reply)) => {
-                    let _ = reply.send(());
-                }
-                Some(Command::Prune(cutoff, reply)) => {
-                    let _ = reply.send(self.prune(cutoff));
-                }
-                Some(Command::Close(reply)) => {
-                    let _ = reply.send(());
-                    break;
-                }
-                Some(Command::Write(_)) | None => {}
-            }
-        }
-        // Best effort on the way out: a clean WAL makes the next start faster.
-        if let Err(e) = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
-            tracing::debug!(error = %e, "WAL checkpoint at close failed");
-        }
-    }
-
-    /// Commits `batch`, retrying with backoff on failure, then confirms every item. If the
-    /// store is closing while commits fail, gives up: the items' `Durable`s are dropped
-    /// unconfirmed and ingest withholds their acknowledgements.
-    fn commit_with_retry(&mut self, batch: &mut Vec<WriteItem>) {
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let started = Instant::now();
-            match self.commit(batch) {
-                Ok(rows) => {
-                    metrics::histogram!(m::STORE_COMMIT_SECONDS)
-                        .record(started.elapsed().as_secs_f64());
-                    metrics::histogram!(m::STORE_BATCH_ROWS).record(rows as f64);
-                    metrics::counter!(m::STORE_READINGS_TOTAL).increment(rows as u64);
-                    for item in batch.drain(..) {
-                        if let Some(done) = item.done {
-                            done.confirm();
-                        }
-                    }
-                    return;
-                }
-                Err(e) => {
-                    // Ids created in the failed transaction were rolled back with it.
-                    self.series.clear();
-                    metrics::counter!(m::STORE_ERRORS_TOTAL).increment(1);
-                    if self.closing.load(Ordering::SeqCst) {
-                        tracing::error!(error = %e, items = batch.len(),
-                            "store commit failed while closing; the data stays unacknowledged at the broker");
-                        batch.clear();
-                        return;
-                    }
-                    tracing::error!(error = %e, items = batch.len(), retry_in = ?backoff,
-                        "store commit failed; retrying (ingest waits meanwhile)");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
-    fn commit(&mut self, batch: &[WriteItem]) -> rusqlite::Result<usize> {
+    fn transact(&mut self, batch: &[WriteItem]) -> rusqlite::Result<usize> {
         let tx = self.conn.transaction()?;
         let mut rows = 0;
         let mut quarantined = false;
@@ -214,7 +106,7 @@ impl Writer {
         Ok(rows)
     }
 
-    fn prune(&mut self, cutoff: Timestamp) -> Result<u64> {
+    fn delete_older(&mut self, cutoff: Timestamp) -> Result<u64> {
         let tx = self.conn.transaction()?;
         let deleted = tx.execute(
             "DELETE FROM readings WHERE series IN (SELECT id FROM series) AND ts < ?1",
@@ -222,6 +114,27 @@ impl Writer {
         )?;
         tx.commit()?;
         Ok(deleted as u64)
+    }
+}
+
+impl Sink for SqliteSink {
+    fn commit(&mut self, items: &[WriteItem]) -> Result<usize> {
+        self.transact(items).map_err(|e| {
+            // Ids created in the failed transaction were rolled back with it.
+            self.series.clear();
+            e.into()
+        })
+    }
+
+    fn prune(&mut self, cutoff: Timestamp) -> Result<u64> {
+        self.delete_older(cutoff)
+    }
+
+    fn close(&mut self) {
+        // Best effort on the way out: a clean WAL makes the next start faster.
+        if let Err(e) = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+            tracing::debug!(error = %e, "WAL checkpoint at close failed");
+        }
     }
 }
 

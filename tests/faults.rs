@@ -1,0 +1,396 @@
+//! Faults: nothing acknowledged is ever lost.
+//!
+//! - the store fails for a while (a fault switch on the embedded store): writes are spooled
+//!   and acknowledged, then replayed; every reading is stored once;
+//! - quantrac is killed with SIGKILL in the middle of a load, then restarted: exactly the
+//!   readings published are stored;
+//! - the broker restarts in the middle of a load: nothing is lost;
+//! - shutdown runs its steps in order, and SIGTERM stops the binary cleanly.
+//!
+//! The broker tests run their own Mosquitto (on a free port, configured as
+//! `docs/configuration.md` advises for production) so that they can stop it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{record, Broker, Service, Site};
+use firmware_sim::{BrokerOptions, Encoding, Publisher};
+use quantrac::storage::faults::FaultSwitch;
+
+const ZONE: &str = "BN-VSIP";
+const ST: &str = "BN-VSIP-ST01";
+
+/// Publishes readings `from..to` of one parameter, one message each, distinct times.
+async fn publish(gw: &Publisher, t0: i64, range: std::ops::Range<u64>) {
+    for i in range {
+        let rec = record(
+            ST,
+            t0 + i as i64 * 1000,
+            i,
+            &[("SO2", (i % 400) as f64, "mg/Nm3")],
+        );
+        gw.publish_records(ZONE, ST, Encoding::Json, &[rec])
+            .await
+            .unwrap();
+    }
+}
+
+/// How many distinct SO2 readings the API returns from `t0` on.
+async fn stored(base: &str, t0: i64) -> usize {
+    let url = format!(
+        "{base}/api/v1/readings?station={ST}&param=SO2&from={t0}&to={}&limit=10000",
+        t0 + 86_400_000
+    );
+    match reqwest::get(url).await {
+        Ok(r) => r
+            .json::<serde_json::Value>()
+            .await
+            .map_or(0, |b| b["readings"].as_array().map_or(0, Vec::len)),
+        Err(_) => 0,
+    }
+}
+
+/// Waits (bounded) until the API shows `n` readings; returns what it shows last.
+async fn wait_stored(base: &str, t0: i64, n: usize, within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = stored(base, t0).await;
+        if got >= n || Instant::now() > deadline {
+            return got;
+        }
+        // Replay and redelivery have no signal visible from outside: poll the API.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn t0() -> i64 {
+    common::recent_minute(120)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_loses_nothing_and_stores_every_reading_once() {
+    let site = Site::new(Broker::Embedded, "outage");
+    let faults = FaultSwitch::new();
+    let options = quantrac::app::Options {
+        store_faults: Some(faults.clone()),
+    };
+    let running = quantrac::app::start_with(site.config(), options)
+        .await
+        .unwrap();
+    running.wait_ready().await;
+    let svc_base = format!("http://{}", running.api_addr);
+    let mut opts = BrokerOptions::new(running.broker.to_string(), common::unique("gw"));
+    opts.topic_prefix = Some(site.prefix.clone());
+    let gw = Publisher::connect(opts).await.unwrap();
+    let t0 = t0();
+    const N: u64 = 600;
+
+    publish(&gw, t0, 0..200).await;
+    running.wait_processed(200).await;
+    faults.set_failing(true);
+    publish(&gw, t0, 200..400).await;
+    // Acknowledged from the spool while the store is down...
+    tokio::time::timeout(Duration::from_secs(30), running.wait_processed(400))
+        .await
+        .unwrap();
+    assert!(faults.refused() > 0, "the store really refused writes");
+    assert_eq!(
+        stored(&svc_base, t0).await,
+        200,
+        "...and not in the store yet"
+    );
+    // The same readings again while it is down (a gateway re-sending): still stored once.
+    publish(&gw, t0, 300..400).await;
+    faults.set_failing(false);
+    publish(&gw, t0, 400..N).await;
+    let got = wait_stored(&svc_base, t0, N as usize, Duration::from_secs(60)).await;
+    assert_eq!(got, N as usize, "every reading, once");
+    gw.disconnect().await.unwrap();
+    let report = running.stop().await;
+    assert!(report.all_done(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_ingest_first_and_the_api_last_within_bounded_time() {
+    // The broker outlives quantrac, as in production: what quantrac had not yet taken when it
+    // stopped is still there when it comes back.
+    let site = Site::with_lasting_broker(Broker::Embedded, "order");
+    let svc = site.start().await;
+    let gw = svc.publisher().await;
+    let t0 = t0();
+    publish(&gw, t0, 0..50).await;
+    gw.wait_acked().await.unwrap();
+    let base = svc.base.clone();
+    let report = svc.running.stop().await;
+    assert_eq!(
+        report.order(),
+        ["ingest", "monitor", "notifiers", "store", "api"]
+    );
+    assert!(report.all_done(), "{report:?}");
+    assert!(report.took() < Duration::from_secs(15), "{report:?}");
+    assert!(
+        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        "the API is down last"
+    );
+    // Every message the broker took is stored after a restart: what quantrac acknowledged
+    // was durable, and what it had not acknowledged is delivered again.
+    let svc = site.start().await;
+    assert_eq!(
+        wait_stored(&svc.base, t0, 50, Duration::from_secs(30)).await,
+        50
+    );
+    gw.disconnect().await.unwrap();
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_store_holds_back_acknowledgements_and_the_broker_keeps_the_rest() {
+    let site = Site::new(Broker::Embedded, "backpressure");
+    let mut config = site.config();
+    // The embedded broker sends at most 100 unacknowledged messages: the inbound queue holds
+    // them all, so quantrac keeps reading (keep-alives) while the store stalls.
+    config.mqtt.queue_capacity = 128;
+    config.storage.queue_capacity = 16;
+    config.storage.batch_max_rows = 16;
+    config.storage.spool.enabled = false; // no spool: a failing store stalls the writer
+    let faults = FaultSwitch::new();
+    faults.set_failing(true);
+    let options = quantrac::app::Options {
+        store_faults: Some(faults.clone()),
+    };
+    let running = quantrac::app::start_with(config, options).await.unwrap();
+    running.wait_ready().await;
+    let mut opts = BrokerOptions::new(running.broker.to_string(), common::unique("gw"));
+    opts.topic_prefix = Some(site.prefix.clone());
+    let gw = Publisher::connect(opts).await.unwrap();
+    let t0 = t0();
+    const N: u64 = 400;
+    publish(&gw, t0, 0..N).await;
+    gw.wait_acked().await.unwrap();
+    // For two seconds, what quantrac holds never exceeds the broker's window (100), and
+    // nothing is acknowledged.
+    let bound = 100;
+    let mut held = 0;
+    for _ in 0..40 {
+        let ingest = running.ingest();
+        held = ingest.received() - *running.processed().borrow();
+        assert!(held <= bound, "quantrac holds {held} messages");
+        assert_eq!(
+            *running.processed().borrow(),
+            0,
+            "nothing acknowledged while the store is down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(held > 0, "it did take what its queues hold");
+    assert!(running.ingest().received() < N, "the broker kept the rest");
+    faults.set_failing(false);
+    tokio::time::timeout(Duration::from_secs(60), running.wait_processed(N))
+        .await
+        .expect("everything flows once the store is back");
+    let base = format!("http://{}", running.api_addr);
+    assert_eq!(
+        wait_stored(&base, t0, N as usize, Duration::from_secs(30)).await,
+        N as usize
+    );
+    gw.disconnect().await.unwrap();
+    running.stop().await;
+}
+
+/// A Mosquitto of the test's own, on a free port, with the production settings of
+/// docs/configuration.md, and persistence in a temporary directory.
+struct PrivateMosquitto {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl PrivateMosquitto {
+    fn start() -> PrivateMosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let port = quantrac::mqtt::free_local_addr().unwrap().port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_inflight_messages 1000\nmax_queued_messages 0\nautosave_interval 1\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Self::spawn(&conf);
+        let mut m = PrivateMosquitto { port, dir, child };
+        m.wait_listening();
+        m
+    }
+
+    fn spawn(conf: &Path) -> Child {
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (.ci/run installs it)")
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the private mosquitto did not start"
+            );
+            // A process we just spawned: nothing to wait on but its port.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it cleanly (SIGTERM: it saves its sessions) and starts it again.
+    fn restart(&mut self) {
+        terminate(&self.child);
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.dir.path().join("mosquitto.conf"));
+        self.wait_listening();
+    }
+}
+
+impl Drop for PrivateMosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_in_the_middle_of_a_load_loses_nothing() {
+    let broker = PrivateMosquitto::start();
+    let mut broker = broker;
+    let site = Site::new(Broker::Embedded, "broker-restart");
+    let mut config = site.config();
+    config.mqtt.url = Some(broker.url());
+    let svc = Service::start(config).await;
+    let mut opts = BrokerOptions::new(broker.url(), common::unique("gw"));
+    opts.topic_prefix = Some(site.prefix.clone());
+    let gw = Publisher::connect(opts).await.unwrap();
+    let t0 = t0();
+    const N: u64 = 1000;
+    publish(&gw, t0, 0..N / 2).await;
+    gw.wait_acked().await.unwrap();
+    broker.restart();
+    publish(&gw, t0, N / 2..N).await;
+    tokio::time::timeout(Duration::from_secs(60), gw.wait_acked())
+        .await
+        .unwrap()
+        .unwrap();
+    let got = wait_stored(&svc.base, t0, N as usize, Duration::from_secs(60)).await;
+    assert_eq!(got, N as usize);
+    gw.disconnect().await.unwrap();
+    svc.stop().await;
+}
+
+/// `quantrac serve` as a separate process, configured by environment variables.
+fn serve(data: &Path, api: &str, broker: &str, prefix: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_quantrac"))
+        .arg("serve")
+        .env("QUANTRAC_STORAGE__PATH", data)
+        .env("QUANTRAC_API__LISTEN", api)
+        .env("QUANTRAC_MQTT__URL", broker)
+        .env("QUANTRAC_MQTT__CLIENT_ID", format!("quantrac-{prefix}"))
+        .env("QUANTRAC_MQTT__TOPIC_PREFIX", prefix)
+        .env("QUANTRAC_REGISTRY__SEEDS", common::seeds())
+        .env("QUANTRAC_LOG__LEVEL", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "quantrac did not become ready");
+        // Another process: its readiness is only visible through its API.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_the_middle_of_a_load_then_restart_stores_exactly_every_reading() {
+    let broker = PrivateMosquitto::start();
+    let data = tempfile::tempdir().unwrap();
+    let api = quantrac::mqtt::free_local_addr().unwrap().to_string();
+    let base = format!("http://{api}");
+    let prefix = common::unique("kill");
+    let mut quantrac = serve(data.path(), &api, &broker.url(), &prefix);
+    wait_ready(&base).await;
+
+    let mut opts = BrokerOptions::new(broker.url(), common::unique("gw"));
+    opts.topic_prefix = Some(prefix.clone());
+    opts.inflight = 200;
+    let gw = Publisher::connect(opts).await.unwrap();
+    let t0 = t0();
+    const N: u64 = 3000;
+    let load = {
+        let gw_ref = &gw;
+        async move { publish(gw_ref, t0, 0..N).await }
+    };
+    let killer = async {
+        // Kill once a part of the load is stored: mid-flight, with messages in every stage.
+        let mut before = 0;
+        while before < 500 {
+            before = stored(&base, t0).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        quantrac.kill().unwrap();
+        eprintln!("SIGKILL with at least {before} of {N} readings stored");
+        let _ = quantrac.wait();
+    };
+    tokio::join!(load, killer);
+    tokio::time::timeout(Duration::from_secs(60), gw.wait_acked())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let quantrac = serve(data.path(), &api, &broker.url(), &prefix);
+    wait_ready(&base).await;
+    let got = wait_stored(&base, t0, N as usize, Duration::from_secs(90)).await;
+    eprintln!("published {N}, stored after the kill and restart: {got}");
+    assert_eq!(got, N as usize, "exactly the readings published, each once");
+
+    // SIGTERM: an orderly stop, logged step by step, exit status 0.
+    terminate(&quantrac);
+    let output = quantrac.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let at = |needle: &str| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("no `{needle}` in the log:\n{log}"))
+    };
+    assert!(at("stopping ingest") < at("closing the store"));
+    assert!(at("closing the store") < at("stopping the API"));
+    gw.disconnect().await.unwrap();
+}
