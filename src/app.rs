@@ -29,6 +29,7 @@ use crate::pipeline::{Pipeline, SharedRegistry};
 use crate::quarantine::Counters;
 use crate::registry::Registry;
 use crate::shutdown::{Report, Sequence};
+use crate::storage::questdb::QuestDbStore;
 use crate::storage::sqlite::{SqliteConfig, SqliteStore};
 use crate::storage::{self, Store};
 use crate::telemetry::Timestamp;
@@ -156,18 +157,34 @@ pub async fn start(config: Config) -> Result<Running, Error> {
 
 /// As [`start`], with extra wiring.
 pub async fn start_with(config: Config, options: Options) -> Result<Running, Error> {
+    // Install the recorder first, so that everything below is measured.
+    let _ = crate::metrics::prometheus();
     let registry = Registry::load(&config.registry.seeds)?;
     let book = RuleBook::load(&config.registry.seeds)?;
     tracing::info!(seeds = %config.registry.seeds.display(), "registry loaded: {}; {} declared alert rules", registry.summary(), book.rules.len());
     let registry: SharedRegistry = Arc::new(ArcSwap::from_pointee(registry));
 
     let store: Arc<dyn Store> = match config.storage.backend {
-        Backend::Sqlite => Arc::new(SqliteStore::open_with(
-            SqliteConfig::from_config(&config.storage, config.quarantine.capacity),
-            options.store_faults.as_ref(),
-        )?),
+        Backend::Sqlite => {
+            let store = SqliteStore::open_with(
+                SqliteConfig::from_config(&config.storage, config.quarantine.capacity),
+                options.store_faults.as_ref(),
+            )?;
+            tracing::info!(path = %config.storage.path.display(), "embedded store open");
+            Arc::new(store)
+        }
+        Backend::Questdb => {
+            let store = QuestDbStore::open(
+                &config.storage.questdb,
+                SqliteConfig::from_config(&config.storage, config.quarantine.capacity),
+                config.storage.retention,
+                options.store_faults.as_ref(),
+            )
+            .await?;
+            tracing::info!(ilp = %config.storage.questdb.http, state = %config.storage.path.display(), "QuestDB store open");
+            Arc::new(store)
+        }
     };
-    tracing::info!(path = %config.storage.path.display(), "embedded store open");
     let live = Live::new();
     restore_live(&*store, &live, &registry).await?;
     let engine = restore_engine(&config, &*store, registry.load_full(), Arc::new(book)).await?;

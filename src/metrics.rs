@@ -1,7 +1,33 @@
-//! Metric names, in one place (`docs/metrics.md` lists them with their meaning).
+//! Metric names, in one place, and the Prometheus exporter behind `GET /metrics`.
 //!
 //! Names follow Prometheus conventions: counters end in `_total`, durations are in seconds.
 //! Labels have low cardinality: never a station or parameter id.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// The process-wide recorder, installed on first use (the `metrics` facade allows one per
+/// process; several quantrac instances in one test process share it).
+pub fn prometheus() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ])
+                .ok()?;
+            match builder.install_recorder() {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed; /metrics will be empty");
+                    None
+                }
+            }
+        })
+        .clone()
+}
 
 /// Messages received from the broker, by `encoding` (`json`, `bincode`, `tt10`, `status`).
 pub const MESSAGES_TOTAL: &str = "quantrac_messages_total";
@@ -15,7 +41,7 @@ pub const STORE_READINGS_TOTAL: &str = "quantrac_store_readings_total";
 pub const STORE_BATCH_ROWS: &str = "quantrac_store_batch_rows";
 /// Duration of one store transaction, in seconds.
 pub const STORE_COMMIT_SECONDS: &str = "quantrac_store_commit_seconds";
-/// Store write failures (each is retried).
+/// Store write failures (the batch is spooled, or retried when there is no spool).
 pub const STORE_ERRORS_TOTAL: &str = "quantrac_store_errors_total";
 /// Bytes of writes held in the spool while the store is unreachable.
 pub const SPOOL_BYTES: &str = "quantrac_spool_bytes";
@@ -45,3 +71,24 @@ pub const LABEL_SEVERITY: &str = "severity";
 pub const LABEL_EVENT: &str = "event";
 pub const LABEL_SINK: &str = "sink";
 pub const LABEL_REASON: &str = "reason";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_metric_name_is_documented() {
+        let source = include_str!("metrics.rs");
+        let docs = include_str!("../docs/metrics.md");
+        let names: Vec<&str> = source
+            .lines()
+            .filter(|l| l.starts_with("pub const ") && !l.contains("LABEL_"))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        assert!(names.len() > 10);
+        for name in names {
+            assert!(
+                docs.contains(&format!("`{name}`")),
+                "docs/metrics.md misses {name}"
+            );
+        }
+    }
+}

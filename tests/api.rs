@@ -285,7 +285,7 @@ async fn bad_requests_get_400_naming_the_parameter_and_unknown_things_404() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_and_readiness_probes_report_the_broker_and_the_store() {
+async fn health_readiness_and_metrics_report_the_broker_and_the_store() {
     let site = Site::new(Broker::Embedded, "probes");
     let svc = site.start().await;
     assert_eq!(svc.ok("/healthz").await["status"], "ok");
@@ -295,6 +295,15 @@ async fn health_and_readiness_probes_report_the_broker_and_the_store() {
     assert_eq!(ready["store"], "ok");
     let zones = svc.ok("/api/v1/zones").await;
     assert_eq!(zones["zones"].as_array().unwrap().len(), 2);
+    let metrics = svc
+        .http
+        .get(format!("{}/metrics", svc.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("quantrac_mqtt_connected"), "{text}");
     svc.stop().await;
 }
 

@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers) and `/readyz` (broker and store are up).
+//! `/healthz` (the process answers), `/readyz` (broker and store are up) and `/metrics`
+//! (Prometheus text format).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,6 +13,25 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn metrics() -> (
+    StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    String,
+) {
+    let body = crate::metrics::prometheus()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
 }
 
 async fn healthz() -> Json<Value> {

@@ -87,6 +87,7 @@ pub struct EmbeddedBrokerConfig {
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Sqlite,
+    Questdb,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -110,6 +111,28 @@ pub struct StorageConfig {
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
     pub spool: SpoolConfig,
+    pub questdb: QuestDbConfig,
+}
+
+/// The QuestDB backend (`storage.backend = "questdb"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuestDbConfig {
+    /// ILP over HTTP: `http://host:9000` or `https://host:9000`.
+    pub http: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// PEM roots for https (system roots otherwise).
+    pub ca_file: Option<PathBuf>,
+    /// PostgreSQL wire protocol, for the schema and every query.
+    pub pg: String,
+    pub pool_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub max_request_bytes: usize,
+    /// Drop partitions older than `storage.retention` (QuestDB TTL).
+    pub ttl: bool,
 }
 
 /// The local spool that holds writes while the store is unreachable.

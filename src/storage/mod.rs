@@ -2,6 +2,8 @@
 //! and the backends.
 //!
 //! - [`sqlite`]: the embedded store (default; nothing to install).
+//! - [`questdb`]: the production store (readings in QuestDB; alerts and other small mutable
+//!   state in the local SQLite database).
 //! - [`writer`]: the writer thread every backend shares (group commit, spool, backpressure)
 //!   over a backend's [`Sink`](writer::Sink); [`spool`]: the on-disk log that holds writes
 //!   while the store is unreachable.
@@ -21,6 +23,7 @@
 
 pub mod conformance;
 pub mod faults;
+pub mod questdb;
 pub mod spool;
 pub mod sqlite;
 pub mod writer;
@@ -217,7 +220,8 @@ pub trait Store: Send + Sync + 'static {
     /// `done` is confirmed after its commit.
     async fn write(&self, item: WriteItem) -> Result<()>;
 
-    /// Resolves once everything queued before the call is durable.
+    /// Resolves once everything queued before the call is durable, and visible to reads
+    /// unless it is waiting in the spool.
     async fn flush(&self) -> Result<()>;
 
     /// A page of raw readings ordered by `(ts, param)`.

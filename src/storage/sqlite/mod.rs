@@ -100,7 +100,7 @@ impl SqliteConfig {
 /// The embedded SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
     writer: Writer,
-    reads: Arc<ReadPool>,
+    reader: StateReader,
 }
 
 /// Opens the database for writing and brings its schema up to date.
@@ -137,29 +137,66 @@ impl SqliteStore {
         let writer = Writer::start("sqlite-writer", sink, config.writer.clone())?;
         Ok(SqliteStore {
             writer,
-            reads: Arc::new(ReadPool::new(path)),
+            reader: StateReader(Arc::new(ReadPool::new(path))),
         })
     }
 
-    /// A sink on this database, for a backend that keeps its state here (QuestDB mode).
-    pub fn state_sink(config: &SqliteConfig) -> Result<(SqliteSink, PathBuf)> {
+    /// A sink for everything but readings on this database, and a reader of it, for a
+    /// backend that keeps its readings elsewhere (QuestDB).
+    pub fn state_parts(config: &SqliteConfig) -> Result<(SqliteSink, StateReader)> {
         let (conn, path) = open_writable(config)?;
-        Ok((SqliteSink::new(conn, config.quarantine_capacity), path))
+        let sink = SqliteSink::new(conn, config.quarantine_capacity).without_readings();
+        Ok((sink, StateReader(Arc::new(ReadPool::new(path)))))
     }
 
     /// Bytes waiting in the spool (the store was unreachable).
     pub fn spool_bytes(&self) -> u64 {
         self.writer.spool_bytes()
     }
+}
 
+/// Reads the state another backend keeps in SQLite: alerts, quarantine, presence, rule state.
+#[derive(Clone)]
+pub struct StateReader(Arc<ReadPool>);
+
+impl StateReader {
+    /// Runs `f` on a pooled read-only connection, on the blocking pool.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let pool = self.reads.clone();
+        let pool = self.0.clone();
         tokio::task::spawn_blocking(move || pool.with(f))
             .await
             .map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    pub async fn presence(&self) -> Result<Vec<PresenceRow>> {
+        self.read(read::presence).await
+    }
+
+    pub async fn quarantine(&self, query: QuarantineQuery) -> Result<QuarantinePage> {
+        self.read(move |c| read::quarantine(c, &query)).await
+    }
+
+    pub async fn alerts(&self, query: AlertQuery) -> Result<AlertPage> {
+        self.read(move |c| read::alerts(c, &query)).await
+    }
+
+    pub async fn alert(&self, id: u64) -> Result<Option<Alert>> {
+        self.read(move |c| read::alert(c, id)).await
+    }
+
+    pub async fn active_alerts(&self) -> Result<Vec<Alert>> {
+        self.read(read::active_alerts).await
+    }
+
+    pub async fn max_alert_id(&self) -> Result<u64> {
+        self.read(read::max_alert_id).await
+    }
+
+    pub async fn rule_states(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.read(read::rule_states).await
     }
 }
 
@@ -195,43 +232,43 @@ impl Store for SqliteStore {
     }
 
     async fn readings(&self, query: RawQuery) -> Result<ReadingPage> {
-        self.read(move |c| read::readings(c, &query)).await
+        self.reader.read(move |c| read::readings(c, &query)).await
     }
 
     async fn aggregate(&self, query: AggregateQuery) -> Result<Vec<SeriesBuckets>> {
-        self.read(move |c| read::aggregate(c, &query)).await
+        self.reader.read(move |c| read::aggregate(c, &query)).await
     }
 
     async fn latest(&self) -> Result<Vec<LatestRow>> {
-        self.read(read::latest).await
+        self.reader.read(read::latest).await
     }
 
     async fn presence(&self) -> Result<Vec<PresenceRow>> {
-        self.read(read::presence).await
+        self.reader.presence().await
     }
 
     async fn quarantine(&self, query: QuarantineQuery) -> Result<QuarantinePage> {
-        self.read(move |c| read::quarantine(c, &query)).await
+        self.reader.quarantine(query).await
     }
 
     async fn alerts(&self, query: AlertQuery) -> Result<AlertPage> {
-        self.read(move |c| read::alerts(c, &query)).await
+        self.reader.alerts(query).await
     }
 
     async fn alert(&self, id: u64) -> Result<Option<Alert>> {
-        self.read(move |c| read::alert(c, id)).await
+        self.reader.alert(id).await
     }
 
     async fn active_alerts(&self) -> Result<Vec<Alert>> {
-        self.read(read::active_alerts).await
+        self.reader.active_alerts().await
     }
 
     async fn max_alert_id(&self) -> Result<u64> {
-        self.read(read::max_alert_id).await
+        self.reader.max_alert_id().await
     }
 
     async fn rule_states(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        self.read(read::rule_states).await
+        self.reader.rule_states().await
     }
 
     async fn prune(&self, cutoff: Timestamp) -> Result<u64> {
@@ -242,7 +279,8 @@ impl Store for SqliteStore {
         if self.writer.is_closed() {
             return Err(Error::Closed);
         }
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+        self.reader
+            .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
     }
 

@@ -50,6 +50,9 @@ pub struct SqliteSink {
     conn: Connection,
     series: SeriesIds,
     quarantine_capacity: i64,
+    /// Whether readings are stored here (no: another backend holds them, and this database
+    /// keeps the rest: alerts, quarantine, presence, rule state).
+    readings: bool,
 }
 
 impl SqliteSink {
@@ -58,9 +61,17 @@ impl SqliteSink {
             conn,
             series: HashMap::new(),
             quarantine_capacity: i64::try_from(quarantine_capacity).unwrap_or(i64::MAX),
+            readings: true,
         }
     }
-    fn transact(&mut self, batch: &[WriteItem]) -> rusqlite::Result<usize> {
+
+    /// Everything but readings.
+    pub(super) fn without_readings(mut self) -> SqliteSink {
+        self.readings = false;
+        self
+    }
+    /// Commits `batch` in one transaction; returns the readings stored.
+    pub fn transact(&mut self, batch: &[WriteItem]) -> rusqlite::Result<usize> {
         let tx = self.conn.transaction()?;
         let mut rows = 0;
         let mut quarantined = false;
@@ -68,7 +79,7 @@ impl SqliteSink {
         {
             let mut upsert = tx.prepare_cached(UPSERT_READING)?;
             for item in batch {
-                for r in &item.readings {
+                for r in item.readings.iter().filter(|_| self.readings) {
                     let series = series_id(&tx, &mut self.series, r)?;
                     upsert.execute(params![series, r.ts.as_millis(), r.value, r.status.as_u8()])?;
                 }

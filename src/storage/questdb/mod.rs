@@ -1,0 +1,198 @@
+//! The production store: QuestDB.
+//!
+//! # Where data lives
+//! - **Readings** in QuestDB, table `readings` ([`schema`]): written over ILP/HTTP by the
+//!   shared writer thread ([`sink`]), read over the PostgreSQL wire protocol ([`read`]).
+//! - **Alerts, quarantine, station presence and alert rule state** in the local SQLite
+//!   database of `storage.path` (the same schema as the embedded store). They are small and
+//!   mutable (upserts by id, bounded deletes, increasing ids) where QuestDB is append-only;
+//!   they are written in the same writer batch as the readings that caused them, after them.
+//!   Several quantrac nodes therefore share readings but not alerts (a known limit).
+//! - The **spool** (`storage.spool`) holds both while QuestDB is unreachable.
+//!
+//! # Visibility
+//! A write is durable once QuestDB acknowledged the HTTP request; WAL tables become readable
+//! a moment later. [`Store::flush`] waits for that too (QuestDB's `wal_tables()`), so "flush,
+//! then read" sees every write.
+
+pub mod read;
+pub mod schema;
+pub mod sink;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+
+use super::faults::FaultSwitch;
+use super::sqlite::{SqliteConfig, SqliteStore, StateReader};
+use super::writer::{Sink, Writer};
+use super::{
+    AggregateQuery, AlertPage, AlertQuery, Error, LatestRow, PresenceRow, QuarantinePage,
+    QuarantineQuery, RawQuery, ReadingPage, Result, SeriesBuckets, Store, WriteItem,
+};
+use crate::alerts::Alert;
+use crate::config::QuestDbConfig;
+use crate::telemetry::Timestamp;
+
+/// How long `flush` waits for QuestDB to apply what it acknowledged.
+const APPLY_WAIT: Duration = Duration::from_secs(10);
+
+pub struct QuestDbStore {
+    writer: Writer,
+    state: StateReader,
+    pool: Pool,
+}
+
+fn pg_error(e: impl std::error::Error + 'static) -> Error {
+    Error::Unavailable(format!(
+        "QuestDB (PostgreSQL wire): {}",
+        read::error_chain(&e)
+    ))
+}
+
+impl QuestDbStore {
+    /// Connects, creates the table if missing, and starts the writer. `local` is the SQLite
+    /// state database (and the writer's settings); `retention` becomes the table's TTL when
+    /// `config.ttl` is on.
+    pub async fn open(
+        config: &QuestDbConfig,
+        local: SqliteConfig,
+        retention: Duration,
+        faults: Option<&FaultSwitch>,
+    ) -> Result<QuestDbStore> {
+        let pg: tokio_postgres::Config =
+            config.pg.parse().map_err(|e: tokio_postgres::Error| {
+                Error::Unavailable(format!("storage.questdb.pg: {}", read::error_chain(&e)))
+            })?;
+        let manager = Manager::from_config(
+            pg,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .build()
+            .map_err(pg_error)?;
+        let ttl_days = if config.ttl {
+            retention.as_secs().div_ceil(86_400)
+        } else {
+            0
+        };
+        {
+            let client = pool.get().await.map_err(pg_error)?;
+            schema::create(&client, ttl_days).await?;
+        }
+        let (state_sink, state) = SqliteStore::state_parts(&local)?;
+        let mut sink: Box<dyn Sink> = Box::new(sink::QuestSink::new(config, state_sink)?);
+        if let Some(switch) = faults {
+            sink = switch.wrap(sink);
+        }
+        let writer = Writer::start("questdb-writer", sink, local.writer.clone())?;
+        Ok(QuestDbStore {
+            writer,
+            state,
+            pool,
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pg_error)
+    }
+
+    /// Bytes waiting in the spool (QuestDB was unreachable).
+    pub fn spool_bytes(&self) -> u64 {
+        self.writer.spool_bytes()
+    }
+}
+
+#[async_trait]
+impl Store for QuestDbStore {
+    async fn write(&self, item: WriteItem) -> Result<()> {
+        self.writer.write(item).await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.writer.flush().await?;
+        if self.writer.spool_bytes() > 0 {
+            // Spooled, not yet in QuestDB: durable, visible once replayed.
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+        while !read::applied(&client).await? {
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Unavailable(
+                    "QuestDB did not apply its WAL in time".into(),
+                ));
+            }
+            // QuestDB offers no notification for WAL apply: poll its own bookkeeping.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    async fn readings(&self, query: RawQuery) -> Result<ReadingPage> {
+        read::readings(&*self.client().await?, &query).await
+    }
+
+    async fn aggregate(&self, query: AggregateQuery) -> Result<Vec<SeriesBuckets>> {
+        read::aggregate(&*self.client().await?, &query).await
+    }
+
+    async fn latest(&self) -> Result<Vec<LatestRow>> {
+        read::latest(&*self.client().await?).await
+    }
+
+    async fn presence(&self) -> Result<Vec<PresenceRow>> {
+        self.state.presence().await
+    }
+
+    async fn quarantine(&self, query: QuarantineQuery) -> Result<QuarantinePage> {
+        self.state.quarantine(query).await
+    }
+
+    async fn alerts(&self, query: AlertQuery) -> Result<AlertPage> {
+        self.state.alerts(query).await
+    }
+
+    async fn alert(&self, id: u64) -> Result<Option<Alert>> {
+        self.state.alert(id).await
+    }
+
+    async fn active_alerts(&self) -> Result<Vec<Alert>> {
+        self.state.active_alerts().await
+    }
+
+    async fn max_alert_id(&self) -> Result<u64> {
+        self.state.max_alert_id().await
+    }
+
+    async fn rule_states(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.state.rule_states().await
+    }
+
+    async fn prune(&self, cutoff: Timestamp) -> Result<u64> {
+        read::drop_before(&*self.client().await?, cutoff).await?;
+        // QuestDB reports dropped partitions, not rows.
+        Ok(0)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        if self.writer.is_closed() {
+            return Err(Error::Closed);
+        }
+        self.client()
+            .await?
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(pg_error)
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.writer.close().await
+    }
+}

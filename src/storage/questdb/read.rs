@@ -1,0 +1,347 @@
+//! Queries over the PostgreSQL wire protocol. Every value from a request is a bind
+//! parameter; the only text put into SQL is made here from validated numbers (a bucket
+//! width, a calendar offset, a row limit) or from the registry's parameter count.
+
+use chrono::{DateTime, NaiveDateTime};
+use tokio_postgres::types::ToSql;
+
+use crate::storage::{
+    AggregateQuery, Bucket, Error, LatestRow, RawQuery, ReadingPage, Result, SeriesBuckets,
+    StoredReading,
+};
+use crate::telemetry::{Status, Timestamp};
+
+fn pg_error(e: impl std::error::Error + 'static) -> Error {
+    Error::Unavailable(format!("QuestDB query: {}", error_chain(&e)))
+}
+
+/// An error with its causes. tokio-postgres displays a server error as just "db error" (and a
+/// type mismatch as "error deserializing column 0"): what QuestDB said, or which types did
+/// not match, is only in the source chain.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        // Some wrappers (deadpool) already print their cause.
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+fn query_error(text: String) -> Error {
+    Error::Unavailable(format!("QuestDB query: {text}"))
+}
+
+/// The message of an error QuestDB returned, if the error came from QuestDB.
+fn server_message(e: &tokio_postgres::Error) -> Option<&str> {
+    e.as_db_error().map(|db| db.message())
+}
+
+/// A timestamp as QuestDB's TIMESTAMP (UTC, microseconds).
+pub fn naive(ts: Timestamp) -> NaiveDateTime {
+    DateTime::from_timestamp_millis(ts.as_millis())
+        .unwrap_or_default()
+        .naive_utc()
+}
+
+fn millis(t: NaiveDateTime) -> Timestamp {
+    Timestamp::from_millis(t.and_utc().timestamp_millis())
+}
+
+fn status_of(code: &str) -> Result<Status> {
+    Status::from_code(code).ok_or_else(|| query_error(format!("unexpected status `{code}`")))
+}
+
+/// `$first, $first+1, ...` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A SAMPLE BY width from milliseconds: whole minutes or hours that divide a day.
+///
+/// QuestDB floors calendar-aligned buckets from 1970-01-01 plus the WITH OFFSET, which is a
+/// time of day; the embedded store floors from 1970-01-01 minus the zone's UTC offset. The
+/// two agree only when the width divides a day (every width the API offers does): a `7h` or
+/// `2d` bucket would start at different times in the two stores, so it is refused.
+pub fn sample_width(bucket_ms: i64) -> Result<String> {
+    const MIN: i64 = 60_000;
+    const HOUR: i64 = 60 * MIN;
+    const DAY: i64 = 24 * HOUR;
+    match bucket_ms {
+        DAY => Ok("1d".to_owned()),
+        b if b > 0 && DAY % b == 0 && b % HOUR == 0 => Ok(format!("{}h", b / HOUR)),
+        b if b > 0 && DAY % b == 0 && b % MIN == 0 => Ok(format!("{}m", b / MIN)),
+        b => Err(query_error(format!(
+            "unsupported bucket of {b} ms (whole minutes that divide a day)"
+        ))),
+    }
+}
+
+/// ALIGN TO CALENDAR WITH OFFSET for buckets that start at local midnight of a zone that is
+/// `align_offset_ms` ahead of UTC: that midnight is at `-align_offset` UTC, as HH:MM in a day.
+/// Without TIME ZONE, QuestDB returns the bucket starts in UTC (its SAMPLE BY reference,
+/// "WITH OFFSET": `'02:00'` makes day buckets start at 02:00 UTC).
+pub fn calendar_offset(align_offset_ms: i64) -> Result<String> {
+    if align_offset_ms % 60_000 != 0 {
+        return Err(query_error(format!(
+            "unsupported calendar offset of {align_offset_ms} ms (whole minutes only)"
+        )));
+    }
+    let minutes = (-align_offset_ms / 60_000).rem_euclid(1440);
+    Ok(format!("{:02}:{:02}", minutes / 60, minutes % 60))
+}
+
+pub async fn readings(client: &tokio_postgres::Client, q: &RawQuery) -> Result<ReadingPage> {
+    if q.params.is_empty() {
+        return Ok(ReadingPage {
+            readings: Vec::new(),
+            has_more: false,
+        });
+    }
+    let from = naive(q.from);
+    let to = naive(q.to);
+    let status = q.status.map(|s| s.code());
+    let mut args: Vec<&(dyn ToSql + Sync)> = vec![&q.station, &from, &to];
+    let n = q.params.len();
+    for p in &q.params {
+        args.push(p);
+    }
+    let mut sql = format!(
+        "SELECT ts, param, value, status FROM readings
+         WHERE station = $1 AND ts >= $2 AND ts < $3 AND param IN ({})",
+        placeholders(4, n)
+    );
+    let mut next = 4 + n;
+    if let Some(s) = &status {
+        sql.push_str(&format!(" AND status = ${next}"));
+        args.push(s);
+        next += 1;
+    }
+    let after = q.after.as_ref().map(|(ts, p)| (naive(*ts), p.clone()));
+    if let Some((ts, p)) = &after {
+        // Each use of the cursor time is its own parameter: reusing one number twice is
+        // not something QuestDB documents.
+        sql.push_str(&format!(
+            " AND (ts > ${next} OR (ts = ${} AND param > ${}))",
+            next + 1,
+            next + 2
+        ));
+        args.push(ts);
+        args.push(ts);
+        args.push(p);
+    }
+    // One row more than the page shows whether there is more. A number we format, not a
+    // bind parameter: QuestDB's LIMIT takes both, but this keeps the statement simple.
+    sql.push_str(&format!(
+        " ORDER BY ts, param LIMIT {}",
+        q.limit.saturating_add(1)
+    ));
+    let rows = client.query(&sql, &args).await.map_err(pg_error)?;
+    let mut readings = Vec::with_capacity(rows.len());
+    for row in rows {
+        let ts: NaiveDateTime = row.try_get(0).map_err(pg_error)?;
+        let code: String = row.try_get(3).map_err(pg_error)?;
+        readings.push(StoredReading {
+            param: row.try_get(1).map_err(pg_error)?,
+            ts: millis(ts),
+            value: row.try_get(2).map_err(pg_error)?,
+            status: status_of(&code)?,
+        });
+    }
+    let has_more = readings.len() > q.limit;
+    readings.truncate(q.limit);
+    Ok(ReadingPage { readings, has_more })
+}
+
+pub async fn aggregate(
+    client: &tokio_postgres::Client,
+    q: &AggregateQuery,
+) -> Result<Vec<SeriesBuckets>> {
+    let mut out: Vec<SeriesBuckets> = q
+        .params
+        .iter()
+        .map(|p| SeriesBuckets {
+            param: p.clone(),
+            buckets: Vec::new(),
+        })
+        .collect();
+    if q.params.is_empty() {
+        return Ok(out);
+    }
+    let from = naive(q.from);
+    let to = naive(q.to);
+    let status = q.status.map(|s| s.code());
+    let mut args: Vec<&(dyn ToSql + Sync)> = vec![&q.station, &from, &to];
+    let n = q.params.len();
+    for p in &q.params {
+        args.push(p);
+    }
+    let mut sql = format!(
+        "SELECT ts, param, avg(value), min(value), max(value), count()
+         FROM readings
+         WHERE station = $1 AND ts >= $2 AND ts < $3 AND param IN ({})",
+        placeholders(4, n)
+    );
+    if let Some(s) = &status {
+        sql.push_str(&format!(" AND status = ${}", 4 + n));
+        args.push(s);
+    }
+    sql.push_str(&format!(
+        " SAMPLE BY {} ALIGN TO CALENDAR WITH OFFSET '{}' ORDER BY ts",
+        sample_width(q.bucket_ms)?,
+        calendar_offset(q.align_offset_ms)?
+    ));
+    for row in client.query(&sql, &args).await.map_err(pg_error)? {
+        let param: String = row.try_get(1).map_err(pg_error)?;
+        let Some(series) = out.iter_mut().find(|s| s.param == param) else {
+            continue;
+        };
+        let start: NaiveDateTime = row.try_get(0).map_err(pg_error)?;
+        let count: i64 = row.try_get(5).map_err(pg_error)?;
+        series.buckets.push(Bucket {
+            start: millis(start),
+            avg: row.try_get(2).map_err(pg_error)?,
+            min: row.try_get(3).map_err(pg_error)?,
+            max: row.try_get(4).map_err(pg_error)?,
+            count: u64::try_from(count).unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+pub async fn latest(client: &tokio_postgres::Client) -> Result<Vec<LatestRow>> {
+    // Once at start, to warm the live cache; "latest" requests are served from that cache
+    // (LATEST ON scans back through stale series).
+    let rows = client
+        .query(
+            "SELECT station, param, ts, value, status FROM readings LATEST ON ts PARTITION BY station, param",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let ts: NaiveDateTime = row.try_get(2).map_err(pg_error)?;
+        let code: String = row.try_get(4).map_err(pg_error)?;
+        out.push(LatestRow {
+            station: row.try_get(0).map_err(pg_error)?,
+            param: row.try_get(1).map_err(pg_error)?,
+            ts: millis(ts),
+            value: row.try_get(3).map_err(pg_error)?,
+            status: status_of(&code)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Whether every committed write to `readings` is visible to queries.
+///
+/// In `wal_tables()`, `writerTxn` is the last transaction readers see and `sequencerTxn` the
+/// last one committed to the WAL; equal means every row is visible (QuestDB cookbook, "Check
+/// transaction applied after ingestion"). The lag column is left out on purpose: its name
+/// changed between versions (`writerLagTxnCount`, later `bufferedTxnSize`). A suspended table
+/// never catches up, so it is an error rather than something to wait for.
+pub async fn applied(client: &tokio_postgres::Client) -> Result<bool> {
+    let row = client
+        .query_opt(
+            "SELECT suspended, writerTxn, sequencerTxn FROM wal_tables() WHERE name = 'readings'",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    let Some(r) = row else {
+        return Ok(true);
+    };
+    let suspended: bool = r.try_get(0).map_err(pg_error)?;
+    if suspended {
+        return Err(Error::Unavailable(
+            "QuestDB suspended WAL apply of table `readings` (see wal_tables(); \
+             ALTER TABLE readings RESUME WAL once the cause is fixed)"
+                .into(),
+        ));
+    }
+    let writer: i64 = r.try_get(1).map_err(pg_error)?;
+    let sequencer: i64 = r.try_get(2).map_err(pg_error)?;
+    Ok(writer >= sequencer)
+}
+
+/// The statement that drops the day partitions lying wholly before `cutoff`.
+///
+/// QuestDB evaluates DROP PARTITION's WHERE on each partition's timestamp, which is the
+/// partition's start: `ts < cutoff` would also drop the day holding `cutoff`, readings after
+/// it included. Comparing with the start of the cutoff's UTC day drops whole days only; the
+/// older part of the cutoff's day goes with a later prune.
+pub fn drop_partitions_sql(cutoff: Timestamp) -> String {
+    const DAY: i64 = 86_400_000;
+    let ms = cutoff.as_millis();
+    let day = Timestamp::from_millis(ms - ms.rem_euclid(DAY));
+    // A timestamp we format ourselves; DDL takes no bind parameters.
+    let at = naive(day).format("%Y-%m-%dT%H:%M:%S%.6fZ");
+    format!("ALTER TABLE readings DROP PARTITION WHERE ts < '{at}'")
+}
+
+/// Drops the day partitions that end before `cutoff` (QuestDB has no row deletes). On a WAL
+/// table the drop is applied asynchronously, like a write.
+pub async fn drop_before(client: &tokio_postgres::Client, cutoff: Timestamp) -> Result<()> {
+    match client.batch_execute(&drop_partitions_sql(cutoff)).await {
+        Ok(()) => Ok(()),
+        // Nothing old enough to drop: QuestDB refuses the statement with this message.
+        Err(e)
+            if server_message(&e)
+                .is_some_and(|m| m.contains("no partitions matched WHERE clause")) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(pg_error(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_widths_and_calendar_offsets_are_written_from_numbers() {
+        assert_eq!(sample_width(60_000).ok().as_deref(), Some("1m"));
+        assert_eq!(sample_width(900_000).ok().as_deref(), Some("15m"));
+        assert_eq!(sample_width(3_600_000).ok().as_deref(), Some("1h"));
+        assert_eq!(sample_width(86_400_000).ok().as_deref(), Some("1d"));
+        assert!(sample_width(1_500).is_err());
+        // Widths that do not divide a day would start buckets elsewhere than SQLite does.
+        assert!(sample_width(7 * 3_600_000).is_err());
+        assert!(sample_width(2 * 86_400_000).is_err());
+        assert!(sample_width(7 * 60_000).is_err());
+        // Vietnam (+07:00): local midnight is 17:00 UTC.
+        assert_eq!(
+            calendar_offset(7 * 3_600_000).ok().as_deref(),
+            Some("17:00")
+        );
+        assert_eq!(calendar_offset(0).ok().as_deref(), Some("00:00"));
+        assert_eq!(
+            calendar_offset(-3 * 3_600_000 - 1_800_000).ok().as_deref(),
+            Some("03:30")
+        );
+        assert!(calendar_offset(1_000).is_err());
+        assert_eq!(placeholders(4, 3), "$4, $5, $6");
+    }
+
+    #[test]
+    fn prune_drops_only_days_that_end_before_the_cutoff() {
+        // 2024-01-05T12:00Z: the partition of 2024-01-05 holds readings after the cutoff.
+        let cutoff = Timestamp::from_millis(1_704_456_000_000);
+        assert_eq!(
+            drop_partitions_sql(cutoff),
+            "ALTER TABLE readings DROP PARTITION WHERE ts < '2024-01-05T00:00:00.000000Z'"
+        );
+        let midnight = Timestamp::from_millis(1_704_412_800_000);
+        assert!(drop_partitions_sql(midnight).ends_with("'2024-01-05T00:00:00.000000Z'"));
+    }
+}
