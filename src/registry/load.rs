@@ -89,7 +89,7 @@ impl Registry {
     /// Loads and validates the seed files in `dir`.
     pub fn load(dir: &Path) -> Result<Registry> {
         let zones: ZonesFile = read_toml(&dir.join("zones.toml"))?;
-        let stations: StationsFile = read_toml(&dir.join("stations.toml"))?;
+        let stations = read_stations(&dir.join("stations.toml"))?;
         let rows = read_limits(&dir.join("limits.csv"))?;
         build(zones, stations, rows).map_err(|problems| Error::Invalid {
             dir: dir.to_owned(),
@@ -109,6 +109,54 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     toml::from_str(&read_text(path)?).map_err(|e| Error::Syntax {
         path: path.to_owned(),
         message: e.to_string(),
+    })
+}
+
+/// Reads `stations.toml` one `[[station]]` block at a time: parsing the whole file at once
+/// holds its entire syntax tree, about 40 times the file's size (300 MB for 10,000
+/// stations). Each block is a TOML document of its own, so the result is the same; if any
+/// block does not parse alone (say, a multi-line string that contains a `[[station]]` line),
+/// the whole file is parsed instead, which also gives errors their exact line numbers.
+fn read_stations(path: &Path) -> Result<StationsFile> {
+    let text = read_text(path)?;
+    let mut station = Vec::new();
+    let parsed_by_block =
+        blocks(&text, "[[station]]").all(|block| match toml::from_str::<StationsFile>(block) {
+            Ok(file) => {
+                station.extend(file.station);
+                true
+            }
+            Err(_) => false,
+        });
+    if parsed_by_block {
+        return Ok(StationsFile { station });
+    }
+    toml::from_str(&text).map_err(|e| Error::Syntax {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// `text` cut before every line that starts with `header`: the preamble, then one block per
+/// header.
+fn blocks<'a>(text: &'a str, header: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        // The next header line after the first line of `rest`.
+        let mut offset = rest.find('\n').map_or(rest.len(), |i| i + 1);
+        while offset < rest.len() {
+            let line = &rest[offset..];
+            if line.trim_start_matches([' ', '\t']).starts_with(header) {
+                break;
+            }
+            offset += line.find('\n').map_or(line.len(), |i| i + 1);
+        }
+        let (block, after) = rest.split_at(offset);
+        rest = after;
+        Some(block)
     })
 }
 
@@ -335,6 +383,52 @@ mod tests {
         ] {
             assert!(reg.stations().iter().any(|s| s.kind == kind), "{kind:?}");
         }
+    }
+
+    #[test]
+    fn a_stations_file_is_cut_into_a_preamble_and_one_block_per_station() {
+        let text = "# comment\n[[station]]\nid = \"A\"\n[[station.parameter]]\nname = \"x\"\n  [[station]]\nid = \"B\"\n";
+        let parts: Vec<&str> = blocks(text, "[[station]]").collect();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0], "# comment\n");
+        assert!(parts[1].starts_with("[[station]]\nid = \"A\"") && parts[1].ends_with("\"x\"\n"));
+        assert_eq!(parts[2], "  [[station]]\nid = \"B\"\n");
+        assert_eq!(parts.concat(), text);
+    }
+
+    #[test]
+    fn stations_parsed_block_by_block_equal_the_whole_file_parsed_at_once() {
+        let path = seeds_dir().join("stations.toml");
+        let by_block = read_stations(&path).unwrap();
+        let whole: StationsFile = read_toml(&path).unwrap();
+        let ids = |f: &StationsFile| {
+            f.station
+                .iter()
+                .map(|s| (s.id.clone(), s.parameter.len(), s.limit_factor))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&by_block), ids(&whole));
+    }
+
+    #[test]
+    fn a_block_that_does_not_parse_alone_falls_back_to_the_whole_file_and_its_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stations.toml");
+        // A multi-line string holding a header line: not a block boundary.
+        let station = "id = \"S\"\nzone = \"Z\"\nkind = \"ambient\"\noperator = \"o\"\nlocation = { lat = 1.0, lon = 2.0 }\nexpected_interval = \"5m\"\n";
+        std::fs::write(
+            &path,
+            format!("[[station]]\n{station}name = \"\"\"two\n[[station]]\nlines\"\"\"\n"),
+        )
+        .unwrap();
+        let file = read_stations(&path).unwrap();
+        assert_eq!(file.station.len(), 1);
+        assert_eq!(file.station[0].name, "two\n[[station]]\nlines");
+        std::fs::write(&path, format!("[[station]]\n{station}name = 3\n")).unwrap();
+        let Err(Error::Syntax { message, .. }) = read_stations(&path) else {
+            panic!("a syntax error");
+        };
+        assert!(message.contains("line 8"), "{message}");
     }
 
     #[test]
