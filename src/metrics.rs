@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// The process-wide recorder, installed on first use (the `metrics` facade allows one per
 /// process; several quantrac instances in one test process share it).
@@ -13,10 +13,17 @@ pub fn prometheus() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            // Histograms are durations in seconds, except batch sizes in rows.
             let builder = PrometheusBuilder::new()
                 .set_buckets(&[
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 ])
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(STORE_BATCH_ROWS.to_owned()),
+                        &[1.0, 10.0, 100.0, 1000.0, 10_000.0, 50_000.0],
+                    )
+                })
                 .ok()?;
             match builder.install_recorder() {
                 Ok(handle) => Some(handle),
@@ -56,6 +63,20 @@ pub const MQTT_ACKS_TOTAL: &str = "quantrac_mqtt_acks_total";
 /// Acknowledgements withheld (data not durable, or the connection it came on is gone).
 pub const MQTT_ACKS_WITHHELD_TOTAL: &str = "quantrac_mqtt_acks_withheld_total";
 
+/// API requests, by `route` (the route pattern, e.g. `/api/v1/stations/{id}`) and `status`.
+pub const API_REQUESTS_TOTAL: &str = "quantrac_api_requests_total";
+/// API request duration in seconds, by `route`.
+pub const API_REQUEST_SECONDS: &str = "quantrac_api_request_seconds";
+/// Stations whose data is fresh (see `stations.offline_after`), set when metrics are read.
+pub const STATIONS_ONLINE: &str = "quantrac_stations_online";
+/// Stations in the registry.
+pub const STATIONS_REGISTERED: &str = "quantrac_stations_registered";
+/// CPU time used by the process so far (user + system), in seconds (a gauge read from /proc).
+pub const PROCESS_CPU_SECONDS: &str = "quantrac_process_cpu_seconds";
+/// Resident memory of the process, in bytes.
+pub const PROCESS_RESIDENT_BYTES: &str = "quantrac_process_resident_bytes";
+/// Peak resident memory of the process since start, in bytes.
+pub const PROCESS_PEAK_RESIDENT_BYTES: &str = "quantrac_process_peak_resident_bytes";
 /// Alert events, by rule `kind`, `severity` and `event` (opened, escalated, ...).
 pub const ALERT_EVENTS_TOTAL: &str = "quantrac_alert_events_total";
 /// Readings that arrived after a newer one of their series was evaluated (not evaluated).
@@ -70,7 +91,31 @@ pub const LABEL_KIND: &str = "kind";
 pub const LABEL_SEVERITY: &str = "severity";
 pub const LABEL_EVENT: &str = "event";
 pub const LABEL_SINK: &str = "sink";
+pub const LABEL_ROUTE: &str = "route";
+pub const LABEL_STATUS: &str = "status";
 pub const LABEL_REASON: &str = "reason";
+
+/// CPU seconds, resident and peak resident bytes of this process, from `/proc/self`
+/// (Linux; `None` elsewhere).
+pub fn process_usage() -> Option<(f64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    // utime and stime are fields 14 and 15 of stat (11 and 12 after the name), in clock
+    // ticks of 1/100 s on Linux.
+    let cpu = (ticks(11)? + ticks(12)?) / 100.0;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|v| v * 1024)
+    };
+    Some((cpu, kib("VmRSS:")?, kib("VmHWM:")?))
+}
 
 #[cfg(test)]
 mod tests {

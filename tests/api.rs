@@ -304,6 +304,28 @@ async fn health_readiness_and_metrics_report_the_broker_and_the_store() {
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.unwrap();
     assert!(text.contains("quantrac_mqtt_connected"), "{text}");
+    // Requests are counted and timed by route pattern, never by concrete path.
+    svc.ok(&format!("/api/v1/stations/{AQ}")).await;
+    let text = svc
+        .http
+        .get(format!("{}/metrics", svc.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "quantrac_api_requests_total{route=\"/api/v1/stations/{id}\",status=\"200\"}",
+        "quantrac_api_request_seconds_bucket{route=\"/api/v1/stations/{id}\",le=\"0.001\"}",
+        "quantrac_stations_registered ",
+        "quantrac_stations_online ",
+        "quantrac_process_cpu_seconds ",
+        "quantrac_process_peak_resident_bytes ",
+    ] {
+        assert!(text.contains(expected), "no {expected} in\n{text}");
+    }
+    assert!(!text.contains(&format!("route=\"/api/v1/stations/{AQ}\"")));
     svc.stop().await;
 }
 

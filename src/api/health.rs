@@ -16,14 +16,30 @@ pub fn routes() -> Router<ApiState> {
         .route("/metrics", get(metrics))
 }
 
-async fn metrics() -> (
+/// Prometheus text format. Gauges that describe "now" are computed as they are read.
+async fn metrics(
+    State(state): State<ApiState>,
+) -> (
     StatusCode,
     [(axum::http::HeaderName, &'static str); 1],
     String,
 ) {
-    let body = crate::metrics::prometheus()
-        .map(|h| h.render())
-        .unwrap_or_default();
+    use crate::metrics as m;
+    let registry = state.registry.load();
+    let now = crate::telemetry::Timestamp::now();
+    let online = registry
+        .stations()
+        .iter()
+        .filter(|s| super::stations::online_now(&state, s, now))
+        .count();
+    metrics::gauge!(m::STATIONS_ONLINE).set(online as f64);
+    metrics::gauge!(m::STATIONS_REGISTERED).set(registry.stations().len() as f64);
+    if let Some((cpu, rss, peak)) = m::process_usage() {
+        metrics::gauge!(m::PROCESS_CPU_SECONDS).set(cpu);
+        metrics::gauge!(m::PROCESS_RESIDENT_BYTES).set(rss as f64);
+        metrics::gauge!(m::PROCESS_PEAK_RESIDENT_BYTES).set(peak as f64);
+    }
+    let body = m::prometheus().map(|h| h.render()).unwrap_or_default();
     (
         StatusCode::OK,
         [(

@@ -96,6 +96,7 @@ pub fn router(state: ApiState) -> Router {
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
         .with_state(state)
+        .layer(axum::middleware::from_fn(measure))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, CountingIds::default()))
@@ -115,6 +116,23 @@ pub fn router(state: ApiState) -> Router {
                 .timeout(timeout)
                 .layer(RequestBodyLimitLayer::new(body_limit)),
         )
+}
+
+/// Counts and times every request by route pattern (never by concrete path: bounded labels).
+async fn measure(request: Request<axum::body::Body>, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(crate::metrics::API_REQUESTS_TOTAL,
+        crate::metrics::LABEL_ROUTE => route.clone(), crate::metrics::LABEL_STATUS => status)
+    .increment(1);
+    metrics::histogram!(crate::metrics::API_REQUEST_SECONDS, crate::metrics::LABEL_ROUTE => route)
+        .record(started.elapsed().as_secs_f64());
+    response
 }
 
 async fn timeout_error(error: BoxError) -> Response {

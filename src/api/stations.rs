@@ -52,6 +52,12 @@ fn view<'a>(state: &ApiState, station: &'a Station, now: Timestamp) -> StationVi
     }
 }
 
+/// Whether `station` is online now (for the metrics).
+pub(super) fn online_now(state: &ApiState, station: &Station, now: Timestamp) -> bool {
+    let live = state.live.station(&station.id).unwrap_or_default();
+    is_online(&live, station, state.offline_after, now)
+}
+
 /// Online: data arrived within `offline_after` expected intervals, and the gateway has not
 /// announced `offline` since.
 fn is_online(live: &StationLive, station: &Station, offline_after: u32, now: Timestamp) -> bool {
