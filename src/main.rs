@@ -1,4 +1,4 @@
-//! The `quantrac` command: `serve`, `demo`, `check-config`.
+//! The `quantrac` command: `serve`, `demo`, `check-config`, `broker`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -51,12 +51,23 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Run only the embedded MQTT broker, as `serve` configures it, until SIGINT/SIGTERM
+    /// (for measuring the broker's own ceiling; see docs/performance.md).
+    Broker {
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(config.as_deref()),
+        Command::Broker { config } => {
+            let config = load(config.as_deref())?;
+            init_logging(&config.log)?;
+            runtime()?.block_on(broker_only(config))
+        }
         Command::Serve { config } => {
             let config = load(config.as_deref())?;
             init_logging(&config.log)?;
@@ -110,6 +121,29 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         anyhow::bail!("shutdown incomplete: {:?}", report.steps)
     }
+}
+
+async fn broker_only(config: Config) -> anyhow::Result<()> {
+    let addr = quantrac::mqtt::start_embedded_broker(&config.mqtt.embedded)
+        .context("cannot start the embedded broker")?;
+    println!("embedded MQTT broker on {addr}; stop with Ctrl-C");
+    stop_signal().await.context("cannot listen for signals")?;
+    // rumqttd has no shutdown: it ends with the process.
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
 }
 
 fn check_config(path: Option<&Path>) -> anyhow::Result<()> {

@@ -17,9 +17,12 @@
 //!   station measures and sends (episodes, calibrations, faults, dropouts, duplicates). No I/O.
 //! - [`publish`]: the MQTT [`Publisher`] (rumqttc, QoS 1, acknowledgements counted).
 //! - [`run`](mod@run): the long-running simulation ([`run()`]) and the throughput [`flood`].
+//! - [`load`](mod@load): the load tool that measures a running quantrac from outside, and
+//!   the broker's own ceiling; [`fleet::generate`] writes large seed sets for it.
 
 pub mod encode;
 pub mod fleet;
+pub mod load;
 pub mod publish;
 pub mod record;
 pub mod run;

@@ -4,6 +4,9 @@
 //! - `flood`: as many records as fast as possible, then a JSON throughput report.
 //! - `encode`: one encoded sample record on stdout (e.g. for `mosquitto_pub -s`).
 //! - `scenario`: one station plays a scenario that triggers one kind of alert rule.
+//! - `seeds`: writes a generated seed set of S stations x P parameters (for loads).
+//! - `load`: drives a running quantrac at a rate for a duration; prints a JSON report.
+//! - `ceiling`: the broker's delivery rate of the same traffic to an idle subscriber.
 //!
 //! Logs go to stderr (`RUST_LOG`, default `info`), so stdout carries only results.
 
@@ -41,6 +44,73 @@ enum Command {
     /// Play a scenario that triggers one kind of alert rule: exceedance, early_warning,
     /// rate_of_change, stuck, device_fault, calibration_overrun, no_data, gateway_offline.
     Scenario(ScenarioArgs),
+    /// Write a generated seed set (zones, stations, limits, rules) of S stations x P
+    /// parameters, for loads.
+    Seeds(SeedsArgs),
+    /// Drive a running quantrac through its broker at a rate for a duration; print a JSON
+    /// report (stored, throughput, publish-to-store and publish-to-alert latency, CPU, RSS).
+    Load(LoadArgs),
+    /// Measure the broker's delivery rate of load traffic to a subscriber that does nothing
+    /// (the ceiling of quantrac's stored rate); print a JSON report.
+    Ceiling(CeilingArgs),
+}
+
+#[derive(Args)]
+struct SeedsArgs {
+    /// Directory to write zones.toml, stations.toml, limits.csv and rules.toml into.
+    #[arg(long)]
+    out: PathBuf,
+    /// Stations.
+    #[arg(long, default_value_t = 1000)]
+    stations: usize,
+    /// Parameters per station (at most 12).
+    #[arg(long, default_value_t = 8)]
+    params: usize,
+    /// Expected reporting interval of every station.
+    #[arg(long, default_value = "1m")]
+    interval: String,
+}
+
+#[derive(Args)]
+struct TrafficArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Directory holding stations.toml and limits.csv (e.g. written by `seeds`).
+    #[arg(long, default_value = "seeds")]
+    seeds: PathBuf,
+    /// Stations to send as (the first of the seed set; 0 = all).
+    #[arg(long, default_value_t = 0)]
+    stations: usize,
+    /// Readings per record (the first parameters of each station).
+    #[arg(long, default_value_t = 8)]
+    params: usize,
+    /// json, bincode or tt10.
+    #[arg(long, default_value = "json")]
+    encoding: Encoding,
+    /// How long to publish.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    #[command(flatten)]
+    traffic: TrafficArgs,
+    /// quantrac's HTTP API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// Readings per second (0 = as fast as the broker acknowledges).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// How long to wait after publishing for quantrac to store everything.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    settle: Duration,
+}
+
+#[derive(Args)]
+struct CeilingArgs {
+    #[command(flatten)]
+    traffic: TrafficArgs,
 }
 
 #[derive(Args)]
@@ -207,16 +277,20 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Command::Encode(args) = cli.command {
-        return encode_command(args);
-    }
+    let command = match cli.command {
+        Command::Encode(args) => return encode_command(args),
+        Command::Seeds(args) => return seeds_command(&args),
+        command => command,
+    };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
     runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Run(args) => run_command(args).await,
             Command::Flood(args) => flood_command(args).await,
             Command::Scenario(args) => scenario_command(args).await,
-            Command::Encode(_) => Ok(()),
+            Command::Load(args) => load_command(args).await,
+            Command::Ceiling(args) => ceiling_command(args).await,
+            Command::Encode(_) | Command::Seeds(_) => Ok(()),
         }
     })
 }
@@ -301,6 +375,74 @@ async fn scenario_command(args: ScenarioArgs) -> anyhow::Result<()> {
     .context("scenario failed")?;
     publisher.disconnect().await?;
     print_report(&report)
+}
+
+fn seeds_command(args: &SeedsArgs) -> anyhow::Result<()> {
+    if args.params == 0 || args.params > firmware_sim::fleet::generate::MAX_PARAMS {
+        bail!(
+            "--params must be from 1 to {}",
+            firmware_sim::fleet::generate::MAX_PARAMS
+        );
+    }
+    firmware_sim::fleet::generate::write(&args.out, args.stations, args.params, &args.interval)
+        .with_context(|| format!("cannot write seeds into {}", args.out.display()))?;
+    eprintln!(
+        "wrote {} stations x {} parameters into {}",
+        args.stations,
+        args.params,
+        args.out.display()
+    );
+    Ok(())
+}
+
+async fn load_command(args: LoadArgs) -> anyhow::Result<()> {
+    let fleet = load_fleet(&args.traffic.seeds)?;
+    let options = firmware_sim::load::LoadOptions {
+        broker: args.traffic.broker.options(),
+        api: args.api,
+        stations: stations_or_all(args.traffic.stations, &fleet),
+        params: args.traffic.params,
+        rate: args.rate,
+        duration: args.traffic.duration,
+        encoding: args.traffic.encoding,
+        settle: args.settle,
+    };
+    let report = firmware_sim::load::load(options, &fleet)
+        .await
+        .context("load failed")?;
+    println!("{}", serde_json::to_string(&report)?);
+    if !report.complete {
+        bail!(
+            "quantrac stored {} of {} readings",
+            report.readings_stored,
+            report.readings_published
+        );
+    }
+    Ok(())
+}
+
+async fn ceiling_command(args: CeilingArgs) -> anyhow::Result<()> {
+    let fleet = load_fleet(&args.traffic.seeds)?;
+    let report = firmware_sim::load::ceiling(
+        args.traffic.broker.options(),
+        &fleet,
+        stations_or_all(args.traffic.stations, &fleet),
+        args.traffic.params,
+        args.traffic.encoding,
+        args.traffic.duration,
+    )
+    .await
+    .context("ceiling measurement failed")?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn stations_or_all(stations: usize, fleet: &Fleet) -> usize {
+    if stations == 0 {
+        fleet.stations.len()
+    } else {
+        stations
+    }
 }
 
 fn encode_command(args: EncodeArgs) -> anyhow::Result<()> {

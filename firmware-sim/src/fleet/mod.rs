@@ -7,6 +7,7 @@
 //! its own schedule), and it knows each parameter's current upper limit so that it can
 //! produce realistic episodes that cross it.
 
+pub mod generate;
 mod limits;
 
 use std::path::{Path, PathBuf};

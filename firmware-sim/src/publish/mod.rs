@@ -8,6 +8,7 @@
 
 mod driver;
 mod options;
+mod subscribe;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::encode::{self, Encoding};
 use crate::record::Record;
 
 pub use options::{BrokerOptions, MAX_PACKET_SIZE, REQUEST_CAPACITY};
+pub use subscribe::Subscription;
 
 use driver::Link;
 
