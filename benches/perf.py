@@ -1,0 +1,382 @@
+#!/usr/bin/env python3
+"""Regenerates docs/performance.md: quantrac's stored rate against the broker's ceiling.
+
+Usage (from the repository root; needs only cargo, python3 and mosquitto):
+
+    python3 benches/perf.py                      # the full baseline, about 10 minutes
+    python3 benches/perf.py --quick              # shorter runs, one encoding (a smoke test)
+    python3 benches/perf.py --out /tmp/perf.md   # write elsewhere
+
+What it does, on this machine, in one run:
+
+1. Builds quantrac and firmware-sim in release mode and writes generated seed sets with
+   `firmware-sim seeds` (STATIONS x PARAMS for the rate runs, 10,000 x 8 for memory).
+2. For each broker (the embedded one, started alone with `quantrac broker`, and a private
+   Mosquitto configured as deploy/mosquitto/mosquitto.conf recommends) and each encoding:
+   a. the ceiling: `firmware-sim ceiling` publishes the load traffic as fast as the broker
+      acknowledges it for BURST seconds to a subscriber that does nothing, and times the
+      delivery of the last message;
+   b. quantrac's maximum: a fresh `quantrac serve` (default settings: SQLite, sync = full)
+      on that broker; `firmware-sim load --rate 0` publishes the same traffic for BURST
+      seconds and times until quantrac has stored the last reading;
+   c. latency at half that maximum: `firmware-sim load --rate <max/2>` for STEADY seconds;
+      publish-to-store and publish-to-alert percentiles.
+3. Memory: quantrac with 10,000 stations registered under a steady load from all of them;
+   peak resident memory.
+4. Writes the tables, the machine, the commit and the raw JSON into the document.
+
+The broker's log buffers must hold a burst that quantrac has not consumed yet: the embedded
+broker runs with 16 segments of 16 MiB per subscription here (`mqtt.embedded.segment_count`),
+Mosquitto with an unbounded queue. A lost message fails the run: the load tool checks that
+quantrac stored every reading published.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+QUANTRAC = os.path.join(RELEASE, "quantrac")
+SIM = os.path.join(RELEASE, "firmware-sim")
+ENCODINGS = ["json", "bincode", "tt10"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {seconds} s")
+
+
+def wait_ready(api, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(api + "/readyz", timeout=1) as r:
+                if json.load(r).get("ready"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"quantrac at {api} not ready after {seconds} s")
+
+
+def stop(process):
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def sim(*args):
+    """Runs firmware-sim; returns its JSON report (the last line of stdout)."""
+    result = subprocess.run(
+        [SIM, *args], capture_output=True, text=True,
+        env={**os.environ, "RUST_LOG": "warn", "RUST_BACKTRACE": "0"},
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"firmware-sim {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class Mosquitto:
+    """A private Mosquitto with the recommended no-loss settings (no persistence)."""
+
+    def __init__(self, work):
+        self.port = free_port()
+        conf = os.path.join(work, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(
+                f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                "max_inflight_messages 1000\nmax_queued_messages 0\nmax_queued_bytes 0\n"
+            )
+        self.log = open(os.path.join(work, "mosquitto.log"), "w")
+        self.process = subprocess.Popen(
+            ["mosquitto", "-c", conf], stdout=self.log, stderr=subprocess.STDOUT
+        )
+        wait_port(self.port)
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+
+    def close(self):
+        stop(self.process)
+        self.log.close()
+
+
+def quantrac_env(seeds, data, api_port, broker_url=None, broker_port=None):
+    env = {
+        **os.environ,
+        "QUANTRAC_REGISTRY__SEEDS": seeds,
+        "QUANTRAC_STORAGE__PATH": data,
+        "QUANTRAC_API__LISTEN": f"127.0.0.1:{api_port}",
+        "QUANTRAC_LOG__LEVEL": "warn",
+        "QUANTRAC_MQTT__CLIENT_ID": f"quantrac-perf-{api_port}",
+        "QUANTRAC_MQTT__EMBEDDED__SEGMENT_COUNT": "16",
+        "RUST_BACKTRACE": "0",
+    }
+    env.pop("RUST_LOG", None)
+    if broker_url:
+        env["QUANTRAC_MQTT__URL"] = broker_url
+    if broker_port:
+        env["QUANTRAC_MQTT__EMBEDDED__LISTEN"] = f"127.0.0.1:{broker_port}"
+    return env
+
+
+class Quantrac:
+    """`quantrac serve` with a fresh data directory."""
+
+    def __init__(self, work, name, seeds, broker_url=None):
+        self.api_port = free_port()
+        self.broker_port = None if broker_url else free_port()
+        self.url = broker_url or f"mqtt://127.0.0.1:{self.broker_port}"
+        data = os.path.join(work, "data-" + name)
+        shutil.rmtree(data, ignore_errors=True)
+        self.log = open(os.path.join(work, f"quantrac-{name}.log"), "w")
+        env = quantrac_env(seeds, data, self.api_port, broker_url, self.broker_port)
+        self.process = subprocess.Popen(
+            [QUANTRAC, "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        self.api = f"http://127.0.0.1:{self.api_port}"
+        wait_ready(self.api)
+
+    def close(self):
+        stop(self.process)
+        self.log.close()
+
+
+class EmbeddedBroker:
+    """The embedded broker alone (`quantrac broker`), configured as quantrac runs it."""
+
+    def __init__(self, work):
+        self.port = free_port()
+        env = quantrac_env("seeds", os.path.join(work, "unused"), free_port(), None, self.port)
+        self.log = open(os.path.join(work, "broker.log"), "w")
+        self.process = subprocess.Popen(
+            [QUANTRAC, "broker"], env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        wait_port(self.port)
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+
+    def close(self):
+        stop(self.process)
+        self.log.close()
+
+
+def traffic(seeds, args, encoding, seconds):
+    return [
+        "--seeds", seeds, "--stations", str(args.stations), "--params", str(args.params),
+        "--encoding", encoding, "--duration", f"{seconds}s",
+    ]
+
+
+def run(args):
+    work = tempfile.mkdtemp(prefix="quantrac-perf-")
+    print(f"working in {work}", file=sys.stderr)
+    subprocess.run(
+        ["cargo", "build", "--release", "--locked", "--workspace", "--bins"],
+        cwd=ROOT, check=True,
+    )
+    seeds = os.path.join(work, "seeds")
+    big = os.path.join(work, "seeds-10k")
+    subprocess.run([SIM, "seeds", "--out", seeds, "--stations", str(args.stations),
+                    "--params", str(args.params)], check=True)
+    subprocess.run([SIM, "seeds", "--out", big, "--stations", "10000", "--params", "8"],
+                   check=True)
+    encodings = ENCODINGS[:1] if args.quick else ENCODINGS
+    results = []
+    mosquitto = Mosquitto(work)
+    try:
+        for broker in ["embedded", "mosquitto"]:
+            for encoding in encodings:
+                print(f"{broker} {encoding}: ceiling", file=sys.stderr)
+                if broker == "embedded":
+                    alone = EmbeddedBroker(work)
+                    try:
+                        top = sim("ceiling", "--broker", alone.url, "--client-id", "perf-ceiling",
+                                  *traffic(seeds, args, encoding, args.burst))
+                    finally:
+                        alone.close()
+                else:
+                    top = sim("ceiling", "--broker", mosquitto.url, "--client-id", "perf-ceiling",
+                              *traffic(seeds, args, encoding, args.burst))
+                print(f"{broker} {encoding}: quantrac at its maximum, then at half",
+                      file=sys.stderr)
+                q = Quantrac(work, f"{broker}-{encoding}", seeds,
+                             mosquitto.url if broker == "mosquitto" else None)
+                try:
+                    common = ["--broker", q.url, "--api", q.api, "--client-id", "perf-load"]
+                    peak = sim("load", *common, "--rate", "0",
+                               *traffic(seeds, args, encoding, args.burst))
+                    half = max(1, int(peak["stored_per_second"] / 2))
+                    steady = sim("load", *common, "--rate", str(half),
+                                 *traffic(seeds, args, encoding, args.steady))
+                finally:
+                    q.close()
+                results.append({"broker": broker, "encoding": encoding, "ceiling": top,
+                                "max": peak, "half": steady})
+        print("memory: 10,000 stations", file=sys.stderr)
+        q = Quantrac(work, "memory", big)
+        try:
+            memory = sim("load", "--broker", q.url, "--api", q.api, "--client-id", "perf-mem",
+                         "--seeds", big, "--stations", "10000", "--params", "8",
+                         "--encoding", "json", "--rate", str(args.memory_rate),
+                         "--duration", f"{args.steady}s")
+        finally:
+            q.close()
+    finally:
+        mosquitto.close()
+    write(args, results, memory)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        mosquitto = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout
+        mosquitto = mosquitto.splitlines()[0] if mosquitto else "mosquitto"
+    except OSError:
+        mosquitto = "mosquitto"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=ROOT).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    return (f"{os.cpu_count()} x {cpu}, Linux {platform.release()}; {mosquitto}; "
+            f"commit {commit}{' (with uncommitted changes)' if dirty else ''}")
+
+
+def fmt(n):
+    return f"{n:,.0f}"
+
+
+def write(args, results, memory):
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Performance baseline",
+        "",
+        f"Generated by `python3 benches/perf.py` on {now}. Machine: {machine()}.",
+        "Regenerate it after a change that could move these figures; compare ratios, not",
+        "absolute rates, across machines.",
+        "",
+        f"Traffic: {args.stations} stations x {args.params} parameters (a generated seed set),",
+        "one record of 8 calm readings per message, QoS 1, round-robin over the stations,",
+        "published by `firmware-sim` from a separate process. Everything (publisher, broker,",
+        "quantrac) shares the machine's cores. quantrac runs with its defaults: the embedded",
+        "SQLite store with `storage.sync = \"full\"` (every acknowledged reading is on disk).",
+        "",
+        "## Stored rate against the broker's ceiling",
+        "",
+        f"Both columns publish for {args.burst} s as fast as the broker acknowledges. *Ceiling*:",
+        "readings delivered per second to a subscriber that does nothing with them (the first",
+        "publish to the last delivery). *quantrac*: readings stored per second (the first",
+        "publish to the last reading stored, by quantrac's own count; every reading published",
+        "was stored).",
+        "",
+        "| broker | encoding | ceiling (readings/s) | quantrac (readings/s) | quantrac / ceiling | target |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for r in results:
+        ratio = r["max"]["stored_per_second"] / r["ceiling"]["readings_per_second"]
+        lines.append(
+            f"| {r['broker']} | {r['encoding']} | {fmt(r['ceiling']['readings_per_second'])} "
+            f"| {fmt(r['max']['stored_per_second'])} | {ratio:.0%} "
+            f"| {'met' if ratio >= 0.9 else 'not met (>= 90%)'} |"
+        )
+    lines += [
+        "",
+        "## Latency at half the maximum rate",
+        "",
+        f"`firmware-sim load --rate <half of quantrac's maximum above>` for {args.steady} s.",
+        "*Store*: from publish until the reading is returned by the readings API (sampled every",
+        "20 ms). *Alert*: from publish of a reading that crosses a limit until its alert event",
+        "arrives on the MQTT alert topic (20 probes a second). Milliseconds.",
+        "",
+        "| broker | encoding | rate (readings/s) | store p50 | store p95 | store p99 | alert p50 | alert p99 | target (store p99 < 100 ms) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        h = r["half"]
+        s, a = h["publish_to_store_ms"], h["publish_to_alert_ms"]
+        lines.append(
+            f"| {r['broker']} | {r['encoding']} | {fmt(h['stored_per_second'])} "
+            f"| {s['p50']:.1f} | {s['p95']:.1f} | {s['p99']:.1f} | {a['p50']:.1f} | {a['p99']:.1f} "
+            f"| {'met' if s['p99'] < 100 else 'not met'} |"
+        )
+    peak_mb = (memory.get("quantrac_peak_rss_bytes") or 0) / 1e6
+    s = memory["publish_to_store_ms"]
+    lines += [
+        "",
+        "## Memory with 10,000 stations",
+        "",
+        "quantrac with 10,000 stations x 8 parameters registered (embedded broker and store),",
+        f"every station reporting, {fmt(memory['stored_per_second'])} readings/s for",
+        f"{args.steady} s: peak resident memory **{peak_mb:.0f} MB** (target: below 200 MB,",
+        f"{'met' if peak_mb < 200 else 'not met'}); publish-to-store p99 {s['p99']:.1f} ms;",
+        f"CPU {memory.get('quantrac_cpu_seconds') or 0:.1f} s for the run.",
+        "",
+        "## Where the time goes",
+        "",
+        "See the *Performance* section of the README for the criterion benches (decode,",
+        "validate, rule evaluation, store batch writes) and `docs/performance-notes.md` for the",
+        "profile that explains the gap between quantrac and the ceiling.",
+        "",
+        "## Raw results",
+        "",
+        "```json",
+        json.dumps({"rates": results, "memory": memory}, indent=1),
+        "```",
+        "",
+    ]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stations", type=int, default=1000)
+    parser.add_argument("--params", type=int, default=8)
+    parser.add_argument("--burst", type=int, default=2, help="seconds of maximum-rate publishing")
+    parser.add_argument("--steady", type=int, default=15, help="seconds of fixed-rate load")
+    parser.add_argument("--memory-rate", type=int, default=20000,
+                        help="readings/s of the 10,000-station memory run")
+    parser.add_argument("--quick", action="store_true", help="json only, short runs")
+    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "performance.md"))
+    args = parser.parse_args()
+    if args.quick:
+        args.burst, args.steady = 1, 5
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
