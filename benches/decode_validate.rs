@@ -1,4 +1,4 @@
-//! Decode + validate cost per reading, for each encoding.
+//! Decode, validate, and both, per reading, for each encoding.
 //!
 //! Payloads are produced by `firmware-sim` (as a device would) for the station
 //! DN-AMATA-WW01: one record of six readings (a live message) and a backlog of twelve such
@@ -85,6 +85,15 @@ fn bench(c: &mut Criterion) {
             let topic = Topic::parse("", &topic_text).expect("topic parses");
             let at = Timestamp::from_millis(now);
             group.bench_with_input(
+                BenchmarkId::new("decode", enc.as_str()),
+                &payload,
+                |b, payload| b.iter(|| telemetry::decode(encoding_of(enc), payload, STATION)),
+            );
+            let decoded = telemetry::decode(encoding_of(enc), &payload, STATION);
+            group.bench_function(BenchmarkId::new("validate", enc.as_str()), |b| {
+                b.iter(|| validate::validate(&registry, &rules, &topic, &decoded, at))
+            });
+            group.bench_with_input(
                 BenchmarkId::new("decode+validate", enc.as_str()),
                 &payload,
                 |b, payload| {
@@ -108,7 +117,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2));
     targets = bench
 }
 criterion_main!(benches);
