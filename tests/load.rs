@@ -24,21 +24,18 @@ async fn load_at_a_fixed_rate(broker: Broker) {
     let mut options = BrokerOptions::new(svc.broker_url(), unique("load"));
     options.topic_prefix = Some(site.prefix.clone());
 
-    let report = load(
-        LoadOptions {
-            broker: options.clone(),
-            api: svc.base.clone(),
-            stations: 20,
-            params: 4,
-            rate: 2000,
-            duration: Duration::from_secs(2),
-            encoding: Encoding::Bincode,
-            settle: Duration::from_secs(30),
-        },
-        &fleet,
-    )
-    .await
-    .unwrap();
+    let fixed = LoadOptions {
+        broker: options,
+        api: svc.base.clone(),
+        stations: 20,
+        params: 4,
+        rate: 2000,
+        max_backlog: 10_000,
+        duration: Duration::from_secs(2),
+        encoding: Encoding::Bincode,
+        settle: Duration::from_secs(30),
+    };
+    let report = load(fixed.clone(), &fleet).await.unwrap();
 
     assert!(report.complete, "{report:?}");
     assert_eq!(report.readings_stored, report.readings_published);
@@ -54,6 +51,22 @@ async fn load_at_a_fixed_rate(broker: Broker) {
     assert!(report.publish_to_alert_ms.samples >= 20, "{report:?}");
     assert!(report.quantrac_cpu_seconds.is_some_and(|s| s > 0.0));
     assert!(report.quantrac_peak_rss_bytes.is_some_and(|b| b > 1e6));
+
+    // As fast as quantrac stores, never more than 400 readings (100 messages) ahead of it:
+    // the shared Mosquitto keeps at most 1,000 messages for a subscriber by default.
+    let report = load(
+        LoadOptions {
+            rate: 0,
+            max_backlog: 400,
+            duration: Duration::from_secs(1),
+            ..fixed
+        },
+        &fleet,
+    )
+    .await
+    .unwrap();
+    assert!(report.complete, "{report:?}");
+    assert!(report.readings_published > 400, "{report:?}");
 
     svc.stop().await;
     site.finish().await;

@@ -99,9 +99,13 @@ struct LoadArgs {
     /// quantrac's HTTP API.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     api: String,
-    /// Readings per second (0 = as fast as the broker acknowledges).
+    /// Readings per second (0 = as fast as quantrac stores them).
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// With --rate 0: most readings published but not yet stored before publishing pauses
+    /// (the broker must be able to hold that many for quantrac).
+    #[arg(long, default_value_t = 50_000)]
+    max_backlog: u64,
     /// How long to wait after publishing for quantrac to store everything.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     settle: Duration,
@@ -403,6 +407,7 @@ async fn load_command(args: LoadArgs) -> anyhow::Result<()> {
         stations: stations_or_all(args.traffic.stations, &fleet),
         params: args.traffic.params,
         rate: args.rate,
+        max_backlog: args.max_backlog,
         duration: args.traffic.duration,
         encoding: args.traffic.encoding,
         settle: args.settle,

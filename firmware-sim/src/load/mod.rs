@@ -3,8 +3,10 @@
 //!
 //! - [`traffic`]: the messages: `stations` x `params` calm readings (use a generated seed
 //!   set, [`crate::fleet::generate`], for large fleets), one record per message.
-//! - [`load()`]: publishes them at a fixed rate of readings per second, or as fast as the
-//!   broker acknowledges (rate 0), for a duration, and measures:
+//! - [`load()`]: publishes them at a fixed rate of readings per second, or as fast as
+//!   quantrac stores them (rate 0: publishing pauses while more than `max_backlog` readings
+//!   are published but not yet stored, so the run measures quantrac's sustained rate rather
+//!   than how much the broker can buffer), for a duration, and measures:
 //!   - **publish to store**: every 20 ms a published reading is sampled and looked up
 //!     through the readings API until it appears ([`store_probe`]);
 //!   - **publish to alert**: a probe (the first station's first limited parameter, in
@@ -71,8 +73,10 @@ pub struct LoadOptions {
     /// Stations (the first of the fleet) and readings per record.
     pub stations: usize,
     pub params: usize,
-    /// Readings per second; 0: as fast as the broker acknowledges.
+    /// Readings per second; 0: as fast as quantrac stores them.
     pub rate: u64,
+    /// With rate 0: most readings published but not yet stored before publishing pauses.
+    pub max_backlog: u64,
     pub duration: Duration,
     pub encoding: Encoding,
     /// How long to wait, after publishing, for quantrac to store everything.
@@ -85,7 +89,7 @@ pub struct LoadReport {
     pub stations: usize,
     pub params: usize,
     pub encoding: &'static str,
-    /// Readings per second asked for (0: maximum).
+    /// Readings per second asked for (0: as fast as quantrac stores them).
     pub target_rate: u64,
     pub readings_published: u64,
     /// By quantrac's count; equal to `readings_published` unless `complete` is false.
@@ -178,6 +182,9 @@ pub async fn load(options: LoadOptions, fleet: &Fleet) -> Result<LoadReport, Err
     let publisher = Publisher::connect(options.broker.clone()).await?;
 
     let messages_per_s = options.rate as f64 / traffic.params() as f64;
+    // Closed loop: look at quantrac's stored count often enough that the backlog overshoots
+    // by at most a quarter.
+    let check_every = (options.max_backlog / 4 / traffic.params() as u64).clamp(1, 256);
     let (store_samples, store_poller) = store_probe::spawn(quantrac.clone());
     let mut published = 0u64;
     let mut messages = 0u64;
@@ -191,6 +198,19 @@ pub async fn load(options: LoadOptions, fleet: &Fleet) -> Result<LoadReport, Err
             // Paced: message n is due n / rate seconds after the start.
             let due = started + Duration::from_secs_f64(messages as f64 / messages_per_s);
             tokio::time::sleep_until(due.into()).await;
+        } else if messages % check_every == 0 {
+            // Closed loop: let quantrac's stored count catch up to within the backlog.
+            while published > options.max_backlog {
+                let stored = quantrac
+                    .metric("quantrac_store_readings_total")
+                    .await?
+                    .unwrap_or(stored_before);
+                let behind = (stored_before + published as f64 - stored).max(0.0);
+                if behind <= options.max_backlog as f64 || started.elapsed() >= options.duration {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         let (station, record) = traffic.next_record(now_ms()).ok_or(Error::NoStation)?;
         let sent = Instant::now();
