@@ -3,27 +3,30 @@
 
 Usage (from the repository root; needs only cargo, python3 and mosquitto):
 
-    python3 benches/perf.py                      # the full baseline, about 12 minutes
+    python3 benches/perf.py                      # the full baseline, about 15 minutes
     python3 benches/perf.py --quick              # shorter runs, one encoding (a smoke test)
     python3 benches/perf.py --out /tmp/perf.md   # write elsewhere
 
 What it does, on this machine, in one run:
 
-1. Builds quantrac and firmware-sim in release mode and writes generated seed sets with
-   `firmware-sim seeds` (STATIONS x PARAMS for the rate runs, 10,000 x 8 for memory).
+1. Builds quantrac and firmware-sim in release mode, writes a generated seed set with
+   `firmware-sim seeds` (STATIONS x PARAMS, 10,000 x 8 by default), and fills a database
+   with PREFILL seconds of load (about two million readings): every quantrac below starts
+   from a copy of it, so that rates are those of a store that already holds data (an
+   empty SQLite file is several times faster and would flatter every figure).
 2. For each broker (the embedded one, started alone with `quantrac broker`, and a private
    Mosquitto configured as deploy/mosquitto/mosquitto.conf recommends) and each encoding:
    a. the ceiling: `firmware-sim ceiling` publishes the load traffic as fast as the broker
       acknowledges it for SECONDS to a subscriber that does nothing, and times the
       delivery of the last message;
-   b. quantrac's maximum: a fresh `quantrac serve` (default settings: SQLite, sync = full)
+   b. quantrac's maximum: `quantrac serve` (default settings: SQLite, sync = full)
       on that broker; `firmware-sim load --rate 0` publishes the same traffic for SECONDS as
       fast as quantrac stores it (pausing while 50,000 readings are not yet stored) and times
       until quantrac has stored the last reading;
    c. latency at half that maximum: `firmware-sim load --rate <max/2>` for STEADY seconds;
       publish-to-store and publish-to-alert percentiles.
-3. Memory: quantrac with 10,000 stations registered under a steady load from all of them;
-   peak resident memory.
+3. Memory: quantrac with 10,000 stations registered, an empty database, a steady load from
+   all of them; peak resident memory.
 4. Writes the tables, the machine, the commit and the raw JSON into the document.
 
 A load that quantrac does not store completely within a minute after publishing stops is
@@ -146,14 +149,17 @@ def quantrac_env(seeds, data, api_port, broker_url=None, broker_port=None):
 
 
 class Quantrac:
-    """`quantrac serve` with a fresh data directory."""
+    """`quantrac serve` on a copy of `template` (a data directory) or an empty one."""
 
-    def __init__(self, work, name, seeds, broker_url=None):
+    def __init__(self, work, name, seeds, broker_url=None, template=None):
         self.api_port = free_port()
         self.broker_port = None if broker_url else free_port()
         self.url = broker_url or f"mqtt://127.0.0.1:{self.broker_port}"
         data = os.path.join(work, "data-" + name)
+        self.data = data
         shutil.rmtree(data, ignore_errors=True)
+        if template:
+            shutil.copytree(template, data)
         self.log = open(os.path.join(work, f"quantrac-{name}.log"), "w")
         env = quantrac_env(seeds, data, self.api_port, broker_url, self.broker_port)
         self.process = subprocess.Popen(
@@ -205,6 +211,14 @@ def run(args):
                     "--params", str(args.params)], check=True)
     subprocess.run([SIM, "seeds", "--out", big, "--stations", "10000", "--params", "8"],
                    check=True)
+    print(f"prefill: {args.prefill} s of load into a template database", file=sys.stderr)
+    q = Quantrac(work, "template", seeds)
+    try:
+        prefill = sim("load", "--broker", q.url, "--api", q.api, "--client-id", "perf-prefill",
+                      "--rate", "0", *traffic(seeds, args, "bincode", args.prefill))
+    finally:
+        q.close()
+    template = q.data
     encodings = ENCODINGS[:1] if args.quick else ENCODINGS
     results = []
     mosquitto = Mosquitto(work)
@@ -225,7 +239,7 @@ def run(args):
                 print(f"{broker} {encoding}: quantrac at its maximum, then at half",
                       file=sys.stderr)
                 q = Quantrac(work, f"{broker}-{encoding}", seeds,
-                             mosquitto.url if broker == "mosquitto" else None)
+                             mosquitto.url if broker == "mosquitto" else None, template)
                 try:
                     common = ["--broker", q.url, "--api", q.api, "--client-id", "perf-load"]
                     peak = sim("load", *common, "--rate", "0",
@@ -235,6 +249,7 @@ def run(args):
                                  *traffic(seeds, args, encoding, args.steady))
                 finally:
                     q.close()
+                    shutil.rmtree(q.data, ignore_errors=True)
                 results.append({"broker": broker, "encoding": encoding, "ceiling": top,
                                 "max": peak, "half": steady})
         print("memory: 10,000 stations", file=sys.stderr)
@@ -248,7 +263,7 @@ def run(args):
             q.close()
     finally:
         mosquitto.close()
-    write(args, results, memory)
+    write(args, results, memory, prefill)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -279,7 +294,7 @@ def fmt(n):
     return f"{n:,.0f}"
 
 
-def write(args, results, memory):
+def write(args, results, memory, prefill):
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Performance baseline",
@@ -292,7 +307,9 @@ def write(args, results, memory):
         "one record of 8 calm readings per message, QoS 1, round-robin over the stations,",
         "published by `firmware-sim` from a separate process. Everything (publisher, broker,",
         "quantrac) shares the machine's cores. quantrac runs with its defaults: the embedded",
-        "SQLite store with `storage.sync = \"full\"` (every acknowledged reading is on disk).",
+        "SQLite store with `storage.sync = \"full\"` (every acknowledged reading is on disk),",
+        f"starting from a database that already holds {fmt(prefill['readings_stored'])} readings",
+        "of the same fleet.",
         "",
         "## Stored rate against the broker's ceiling",
         "",
@@ -365,17 +382,19 @@ def write(args, results, memory):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stations", type=int, default=1000)
+    parser.add_argument("--stations", type=int, default=10000)
     parser.add_argument("--params", type=int, default=8)
     parser.add_argument("--seconds", type=int, default=8, help="seconds of maximum-rate publishing")
     parser.add_argument("--steady", type=int, default=15, help="seconds of fixed-rate load")
     parser.add_argument("--memory-rate", type=int, default=20000,
                         help="readings/s of the 10,000-station memory run")
+    parser.add_argument("--prefill", type=int, default=30,
+                        help="seconds of load that fill the template database")
     parser.add_argument("--quick", action="store_true", help="json only, short runs")
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "performance.md"))
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.steady = 2, 5
+        args.seconds, args.steady, args.prefill = 2, 5, 5
     run(args)
 
 

@@ -61,6 +61,7 @@ pub async fn ceiling(
     let mut traffic = Traffic::new(
         fleet.stations.iter().take(stations.max(1)).collect(),
         params,
+        super::resolution_ms(encoding),
     );
     let publisher = Publisher::connect(broker).await?;
     let started = Instant::now();

@@ -11,7 +11,7 @@
 //!     through the readings API until it appears ([`store_probe`]);
 //!   - **publish to alert**: a probe (the first station's first limited parameter, in
 //!     messages of its own, on a station left out of the round-robin) alternates above and
-//!     below its limit 20 times a second; with the generated rules every probe reading opens
+//!     below its limit 20 times a second (tt10: once); with the generated rules every probe reading opens
 //!     or resolves an alert, whose event is timed on arrival on the MQTT alert topic;
 //!   - **stored**: quantrac's `quantrac_store_readings_total` must grow by every reading
 //!     published; throughput is readings stored per second, from the first publish until
@@ -43,7 +43,7 @@ pub use traffic::{calm_value, Traffic};
 
 /// How often a published reading is sampled for publish-to-store latency.
 const STORE_PROBE_EVERY: Duration = Duration::from_millis(20);
-/// How often the alert probe sends.
+/// How often the alert probe sends (tt10: once a second, its time resolution).
 const ALERT_PROBE_EVERY: Duration = Duration::from_millis(50);
 
 /// Errors of the load tool.
@@ -107,6 +107,14 @@ pub struct LoadReport {
     pub quantrac_peak_rss_bytes: Option<f64>,
 }
 
+/// The time resolution of an encoding, in milliseconds.
+pub(crate) fn resolution_ms(encoding: Encoding) -> i64 {
+    match encoding {
+        Encoding::Tt10 => 1000,
+        Encoding::Json | Encoding::Bincode => 1,
+    }
+}
+
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -159,7 +167,9 @@ pub async fn load(options: LoadOptions, fleet: &Fleet) -> Result<LoadReport, Err
     } else {
         chosen.clone()
     };
-    let mut traffic = Traffic::new(regular, options.params);
+    let resolution = resolution_ms(options.encoding);
+    let mut traffic = Traffic::new(regular, options.params, resolution);
+    let probe_every = ALERT_PROBE_EVERY.max(Duration::from_millis(resolution.unsigned_abs()));
     let quantrac = Quantrac::new(&options.api);
     let stored_before = quantrac
         .metric("quantrac_store_readings_total")
@@ -189,7 +199,7 @@ pub async fn load(options: LoadOptions, fleet: &Fleet) -> Result<LoadReport, Err
     let mut published = 0u64;
     let mut messages = 0u64;
     let mut probe_high = false;
-    let mut probe_last_ts = 0i64;
+    let mut probe_last_ts = i64::MIN / 2;
     let started = Instant::now();
     let mut next_store_probe = started;
     let mut next_alert_probe = started;
@@ -230,9 +240,9 @@ pub async fn load(options: LoadOptions, fleet: &Fleet) -> Result<LoadReport, Err
             });
         }
         if sent >= next_alert_probe {
-            next_alert_probe = sent + ALERT_PROBE_EVERY;
+            next_alert_probe = sent + probe_every;
             probe_high = !probe_high;
-            probe_last_ts = now_ms().max(probe_last_ts + 1);
+            probe_last_ts = traffic::next_time(now_ms(), probe_last_ts, resolution);
             let record = Record {
                 station: probe.id.clone(),
                 ts_ms: probe_last_ts,

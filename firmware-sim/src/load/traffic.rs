@@ -1,6 +1,7 @@
 //! The messages a load sends: one record of `params` calm readings per message, round-robin
 //! over the stations, each stamped "now" (strictly increasing per station, so that every
-//! reading is new to quantrac).
+//! reading is new to quantrac), at the time resolution of the encoding (tt10 carries whole
+//! seconds: a station that sends faster than once a second runs ahead of the clock).
 
 use crate::fleet::StationSpec;
 use crate::record::{Reading, Record, Status};
@@ -11,21 +12,23 @@ pub struct Traffic<'a> {
     stations: Vec<&'a StationSpec>,
     params: usize,
     last_ts: Vec<i64>,
+    resolution_ms: i64,
     next: usize,
     seq: u64,
 }
 
 impl<'a> Traffic<'a> {
     /// Traffic over `stations` with the first `params` parameters of each (at most as many
-    /// as the station with the fewest has).
-    pub fn new(stations: Vec<&'a StationSpec>, params: usize) -> Traffic<'a> {
+    /// as the station with the fewest has), stamped in multiples of `resolution_ms`.
+    pub fn new(stations: Vec<&'a StationSpec>, params: usize, resolution_ms: i64) -> Traffic<'a> {
         let fewest = stations
             .iter()
             .map(|s| s.parameters.len())
             .min()
             .unwrap_or(0);
         Traffic {
-            last_ts: vec![i64::MIN; stations.len()],
+            last_ts: vec![i64::MIN / 2; stations.len()],
+            resolution_ms: resolution_ms.max(1),
             params: params.clamp(1, fewest.max(1)),
             stations,
             next: 0,
@@ -46,7 +49,7 @@ impl<'a> Traffic<'a> {
         let k = self.next % self.stations.len();
         self.next = self.next.wrapping_add(1);
         let station = self.stations[k];
-        let ts_ms = now_ms.max(self.last_ts[k].saturating_add(1));
+        let ts_ms = next_time(now_ms, self.last_ts[k], self.resolution_ms);
         self.last_ts[k] = ts_ms;
         self.seq += 1;
         let readings = station
@@ -70,6 +73,13 @@ impl<'a> Traffic<'a> {
     }
 }
 
+/// The time of a station's next record: now, rounded down to the resolution, or one step
+/// after its previous record.
+pub fn next_time(now_ms: i64, last_ms: i64, resolution_ms: i64) -> i64 {
+    let now = now_ms - now_ms.rem_euclid(resolution_ms);
+    now.max(last_ms.saturating_add(resolution_ms))
+}
+
 /// A value well inside the limit and the range (30% of the limit, else mid-range), on a
 /// 0.01 grid so that every encoding carries it exactly.
 pub fn calm_value(upper_limit: Option<f64>, range: (f64, f64)) -> f64 {
@@ -91,7 +101,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         crate::fleet::generate::write(dir.path(), 3, 4, "1m").unwrap();
         let fleet = Fleet::load(dir.path()).unwrap();
-        let mut traffic = Traffic::new(fleet.stations.iter().collect(), 99);
+        let mut traffic = Traffic::new(fleet.stations.iter().collect(), 99, 1);
         assert_eq!(traffic.params(), 4);
         let records: Vec<_> = (0..6).map(|_| traffic.next_record(1000).unwrap()).collect();
         assert_eq!(records[0].0.id, records[3].0.id);
@@ -99,5 +109,13 @@ mod tests {
         assert!(records.iter().all(|(_, r)| r.readings.len() == 4));
         let limit = fleet.stations[0].parameters[0].upper_limit.unwrap();
         assert!(records[0].1.readings[0].value < limit);
+    }
+
+    #[test]
+    fn times_keep_to_whole_seconds_for_tt10_and_run_ahead_only_when_sending_faster() {
+        assert_eq!(next_time(10_999, i64::MIN / 2, 1000), 10_000);
+        assert_eq!(next_time(10_999, 10_000, 1000), 11_000);
+        assert_eq!(next_time(12_500, 11_000, 1000), 12_000);
+        assert_eq!(next_time(12_500, 12_499, 1), 12_500);
     }
 }
