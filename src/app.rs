@@ -28,6 +28,7 @@ use crate::notify::{self, Notifier};
 use crate::pipeline::{Pipeline, SharedRegistry};
 use crate::quarantine::Counters;
 use crate::registry::Registry;
+use crate::security::SecurityDb;
 use crate::shutdown::{Report, Sequence};
 use crate::storage::questdb::QuestDbStore;
 use crate::storage::sqlite::{SqliteConfig, SqliteStore};
@@ -56,6 +57,10 @@ pub enum Error {
     BrokerUrl(#[from] crate::config::UrlError),
     #[error("cannot build the webhook client: {0}")]
     Webhooks(#[from] reqwest::Error),
+    #[error(transparent)]
+    Security(#[from] crate::security::Error),
+    #[error("api.tls: {0}")]
+    Tls(#[from] crate::security::tls::TlsError),
     #[error("cannot listen for the API on {addr}: {source}")]
     ApiListen {
         addr: SocketAddr,
@@ -82,6 +87,7 @@ pub struct Running {
     config: Config,
     store: Arc<dyn Store>,
     monitor: Arc<Monitor>,
+    security: SecurityDb,
     ingest_status: Arc<IngestStatus>,
     ingest_stop: CancellationToken,
     ingest: JoinHandle<Result<(), ingest::Error>>,
@@ -201,16 +207,20 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         }
     };
 
-    let listener = tokio::net::TcpListener::bind(config.api.listen)
-        .await
-        .map_err(|source| Error::ApiListen {
-            addr: config.api.listen,
-            source,
-        })?;
-    let api_addr = listener.local_addr().map_err(|source| Error::ApiListen {
-        addr: config.api.listen,
-        source,
-    })?;
+    let security = SecurityDb::open(&config.security_db())?;
+    let tls = match &config.api.tls {
+        Some(files) => Some(crate::security::tls::server_config(
+            &files.cert,
+            &files.key,
+            &[b"h2", b"http/1.1"],
+        )?),
+        None => None,
+    };
+    let (listener, api_addr) = listen(config.api.listen).await?;
+    let metrics_listener = match config.api.metrics_listen {
+        Some(addr) => Some(listen(addr).await?),
+        None => None,
+    };
 
     let notifiers_stop = CancellationToken::new();
     let (notifier, notifier_tasks) = start_notifiers(&config, &broker, &notifiers_stop)?;
@@ -255,7 +265,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     ));
 
     let api_stop = CancellationToken::new();
-    let router = api::router(ApiState {
+    let state = ApiState {
         registry: registry.clone(),
         store: store.clone(),
         live,
@@ -264,9 +274,35 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         monitor: monitor.clone(),
         config: Arc::new(config.api.clone()),
         offline_after: config.stations.offline_after,
-    });
-    let api = tokio::spawn(api::serve(listener, router, api_stop.clone()));
-    tracing::info!(%api_addr, "API listening");
+        guard: Arc::new(api::auth::Guard::new(
+            security.clone(),
+            config.security.auth_failure_burst,
+            config.security.auth_failure_window,
+        )),
+        reload: reloader(&config, &registry, &monitor),
+    };
+    let max_head = config.api.max_header_bytes;
+    if let Some((listener, addr)) = metrics_listener {
+        let router = api::metrics_router(state.clone());
+        tokio::spawn(api::serve(
+            listener,
+            None,
+            router,
+            max_head,
+            api_stop.clone(),
+        ));
+        tracing::info!(%addr, "metrics listening (no token needed)");
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let router = api::router(state);
+    let api = tokio::spawn(api::serve(
+        listener,
+        tls,
+        router,
+        max_head,
+        api_stop.clone(),
+    ));
+    tracing::info!(%api_addr, scheme, "API listening");
 
     let housekeeping = tokio::spawn(prune_periodically(
         store.clone(),
@@ -281,6 +317,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         config,
         store,
         monitor,
+        security,
         ingest_status,
         ingest_stop,
         ingest,
@@ -292,6 +329,42 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         api,
         housekeeping,
     })
+}
+
+async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), Error> {
+    let failed = |source| Error::ApiListen { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
+    let local = listener.local_addr().map_err(failed)?;
+    Ok((listener, local))
+}
+
+/// Re-reads the seed files (registry and alert rules) and swaps them in; on any error,
+/// what is in use stays.
+fn reload(
+    seeds: &std::path::Path,
+    registry: &SharedRegistry,
+    monitor: &Monitor,
+) -> Result<String, ReloadError> {
+    let fresh = Arc::new(Registry::load(seeds)?);
+    let book = RuleBook::load(seeds)?;
+    let summary = format!(
+        "{}; {} declared alert rules",
+        fresh.summary(),
+        book.rules.len()
+    );
+    registry.store(fresh.clone());
+    monitor
+        .engine()
+        .lock()
+        .reconfigure(fresh, Arc::new(book), Timestamp::now());
+    Ok(summary)
+}
+
+fn reloader(config: &Config, registry: &SharedRegistry, monitor: &Arc<Monitor>) -> api::Reload {
+    let seeds = config.registry.seeds.clone();
+    let registry = registry.clone();
+    let monitor = monitor.clone();
+    Arc::new(move || reload(&seeds, &registry, &monitor).map_err(|e| e.to_string()))
 }
 
 /// The alert engine with the active alerts and rule state the store kept.
@@ -398,19 +471,12 @@ impl Running {
     /// Re-reads the seed files (registry and alert rules) and swaps them in (SIGHUP). On
     /// any error, what is in use stays.
     pub fn reload_registry(&self) -> Result<String, ReloadError> {
-        let registry = Arc::new(Registry::load(&self.config.registry.seeds)?);
-        let book = RuleBook::load(&self.config.registry.seeds)?;
-        let summary = format!(
-            "{}; {} declared alert rules",
-            registry.summary(),
-            book.rules.len()
-        );
-        self.registry.store(registry.clone());
-        self.monitor
-            .engine()
-            .lock()
-            .reconfigure(registry, Arc::new(book), Timestamp::now());
-        Ok(summary)
+        reload(&self.config.registry.seeds, &self.registry, &self.monitor)
+    }
+
+    /// Tokens and the audit log.
+    pub fn security(&self) -> &SecurityDb {
+        &self.security
     }
 
     /// The monitor: the alert engine, acknowledgements, notifications.
@@ -484,10 +550,32 @@ pub async fn wait_for_stop_signal(running: &Running) -> std::io::Result<()> {
         tokio::select! {
             r = tokio::signal::ctrl_c() => return r,
             _ = term.recv() => return Ok(()),
-            _ = hup.recv() => match running.reload_registry() {
-                Ok(summary) => tracing::info!("registry reloaded: {summary}"),
-                Err(e) => tracing::error!(error = %e, "registry reload failed; keeping the previous one"),
-            },
+            _ = hup.recv() => {
+                let outcome = running.reload_registry();
+                let (action, detail) = match &outcome {
+                    Ok(summary) => {
+                        tracing::info!("registry reloaded: {summary}");
+                        (crate::security::Action::RegistryReloaded, summary.clone())
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "registry reload failed; keeping the previous one");
+                        (crate::security::Action::RegistryReloadFailed, e.to_string())
+                    }
+                };
+                let entry = crate::security::NewEntry {
+                    actor: "signal (SIGHUP)".into(),
+                    action,
+                    target: "registry".into(),
+                    detail,
+                    address: None,
+                };
+                let db = running.security.clone();
+                match tokio::task::spawn_blocking(move || db.audit(&entry)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "cannot write the audit log"),
+                    Err(e) => tracing::error!(error = %e, "cannot write the audit log"),
+                }
+            }
         }
     }
 }

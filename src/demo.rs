@@ -26,6 +26,8 @@ pub enum Error {
     Mqtt(#[from] mqtt::Error),
     #[error("cannot load the simulated fleet: {0}")]
     Fleet(#[from] firmware_sim::fleet::Error),
+    #[error("cannot create the demo's admin token: {0}")]
+    Token(#[from] crate::security::Error),
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
 }
@@ -112,12 +114,30 @@ impl Demo {
 /// Runs the demo until SIGINT/SIGTERM, telling the user where to look.
 pub async fn run(config: Config, options: Options) -> Result<(), Error> {
     let demo = start(config, options).await?;
-    let api = format!("http://{}/api/v1", demo.running.api_addr);
+    let scheme = if demo.running.config().api.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let api = format!("{scheme}://{}/api/v1", demo.running.api_addr);
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown user".into());
+    let (token, info) = demo.running.security().create_token(
+        "demo admin",
+        crate::security::Role::Admin,
+        &format!("demo ({user})"),
+        None,
+    )?;
     println!();
     if let Some((taken, used)) = demo.broker_moved {
         println!("note: {taken} is already in use, so the embedded MQTT broker listens on {used} instead");
     }
     println!("quantrac demo is running");
+    println!(
+        "  API token (admin, generated for this run; revoke with `quantrac token revoke {}`):",
+        info.id
+    );
+    println!("              {token}");
+    println!("  try:        curl -H \"Authorization: Bearer {token}\" {api}/stations");
     println!("  stations:   {api}/stations");
     println!("  latest:     {api}/stations/DN-AMATA-WW01/latest");
     println!("  readings:   {api}/readings?station=DN-AMATA-AQ01&param=PM2.5&bucket=1h");

@@ -24,6 +24,7 @@
 //! | [`live`] | in-memory "now": latest values and presence per station |
 //! | [`quarantine`] | rejection reasons, rejection records, counters |
 //! | [`ack`] | durability confirmations from the store back to ingest |
+//! | [`security`] | API tokens and roles, the audit log, telemetry signatures, TLS |
 //! | [`registry`] | zones, stations, parameters and limit profiles from `seeds/` |
 //! | [`telemetry`] | domain types and the three wire encodings (JSON, bincode, tt10) |
 //! | [`config`] | typed configuration, built-in defaults, environment overrides |
@@ -51,6 +52,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod quarantine;
 pub mod registry;
+pub mod security;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;

@@ -1,4 +1,4 @@
-//! The `quantrac` command: `serve`, `demo`, `check-config`, `broker`.
+//! The `quantrac` command: `serve`, `demo`, `check-config`, `broker`, `token`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use quantrac::config::{Config, LogConfig, LogFormat};
 use quantrac::registry::Registry;
+use quantrac::security::{Role, SecurityDb};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -51,6 +52,13 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Manage API tokens (kept in the security database of the configuration).
+    Token {
+        #[arg(long, value_name = "PATH", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Run only the embedded MQTT broker, as `serve` configures it, until SIGINT/SIGTERM
     /// (for measuring the broker's own ceiling; see docs/performance.md).
     Broker {
@@ -59,9 +67,27 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token and print it (it is shown this once; only its hash is kept).
+    Create {
+        /// viewer, analyst, inspector or admin.
+        #[arg(long)]
+        role: Role,
+        /// Who or what the token is for (shown in lists and the audit log).
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by its id (the 12 hex characters after `qt_`); it stops working at once.
+    Revoke { id: String },
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Token { config, action } => token(config.as_deref(), action),
         Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::Broker { config } => {
             let config = load(config.as_deref())?;
@@ -182,6 +208,52 @@ fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
         rules.rules.len(),
         config.alerts.webhooks.len()
     );
+    Ok(())
+}
+
+fn token(config: Option<&Path>, action: TokenAction) -> anyhow::Result<()> {
+    let config = load(config)?;
+    let path = config.security_db();
+    let db = SecurityDb::open(&path)
+        .with_context(|| format!("cannot open the security database {}", path.display()))?;
+    let actor = format!(
+        "cli ({})",
+        std::env::var("USER").unwrap_or_else(|_| "unknown user".into())
+    );
+    match action {
+        TokenAction::Create { role, name } => {
+            let (text, info) = db.create_token(&name, role, &actor, None)?;
+            eprintln!(
+                "created {} token {} `{}`; keep it secret, it is not shown again:",
+                info.role, info.id, info.name
+            );
+            println!("{text}");
+        }
+        TokenAction::List => {
+            let offset = config.api.utc_offset;
+            println!(
+                "{:<12}  {:<9}  {:<25}  {:<25}  name",
+                "id", "role", "created", "revoked"
+            );
+            for t in db.tokens()? {
+                let revoked = t
+                    .revoked_at
+                    .map_or_else(|| "-".into(), |at| at.to_rfc3339(&offset));
+                println!(
+                    "{:<12}  {:<9}  {:<25}  {:<25}  {}",
+                    t.id,
+                    t.role.as_str(),
+                    t.created_at.to_rfc3339(&offset),
+                    revoked,
+                    t.name
+                );
+            }
+        }
+        TokenAction::Revoke { id } => {
+            let info = db.revoke_token(&id, &actor, None)?;
+            println!("revoked {} token {} `{}`", info.role, info.id, info.name);
+        }
+    }
     Ok(())
 }
 

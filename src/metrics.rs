@@ -67,6 +67,11 @@ pub const MQTT_ACKS_WITHHELD_TOTAL: &str = "quantrac_mqtt_acks_withheld_total";
 pub const API_REQUESTS_TOTAL: &str = "quantrac_api_requests_total";
 /// API request duration in seconds, by `route`.
 pub const API_REQUEST_SECONDS: &str = "quantrac_api_request_seconds";
+/// API requests refused as unauthenticated (401), by `reason` (`missing`, `malformed`,
+/// `unknown_token`, `wrong_secret`, `revoked`).
+pub const API_AUTH_FAILURES_TOTAL: &str = "quantrac_api_auth_failures_total";
+/// API requests refused by a rate limit (429).
+pub const API_RATE_LIMITED_TOTAL: &str = "quantrac_api_rate_limited_total";
 /// Stations whose data is fresh (see `stations.offline_after`), set when metrics are read.
 pub const STATIONS_ONLINE: &str = "quantrac_stations_online";
 /// Stations in the registry.

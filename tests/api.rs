@@ -393,7 +393,15 @@ async fn the_demo_moves_off_a_taken_broker_port_and_shows_every_station_live() {
     .await
     .expect("the fleet's messages are stored");
     let svc_base = format!("http://{}", demo.running.api_addr);
-    let stations: serde_json::Value = reqwest::get(format!("{svc_base}/api/v1/stations"))
+    let (token, _) = demo
+        .running
+        .security()
+        .create_token("demo test", quantrac::security::Role::Viewer, "test", None)
+        .unwrap();
+    let http = common::authorized(&token);
+    let stations: serde_json::Value = http
+        .get(format!("{svc_base}/api/v1/stations"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -405,14 +413,16 @@ async fn the_demo_moves_off_a_taken_broker_port_and_shows_every_station_live() {
         assert_eq!(s["online"], true, "{}", s["id"]);
         assert_eq!(s["gateway"]["state"], "online", "{}", s["id"]);
     }
-    let pm: serde_json::Value = reqwest::get(format!(
-        "{svc_base}/api/v1/readings?station=DN-AMATA-AQ01&param=PM2.5&bucket=5m&status=all"
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let pm: serde_json::Value = http
+        .get(format!(
+            "{svc_base}/api/v1/readings?station=DN-AMATA-AQ01&param=PM2.5&bucket=5m&status=all"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(
         pm["series"][0]["points"].as_array().unwrap().len() >= 12,
         "{pm}"

@@ -39,13 +39,46 @@ async fn publish(gw: &Publisher, t0: i64, range: std::ops::Range<u64>) {
     }
 }
 
+/// quantrac's API with a token to read it.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// The API of an in-process quantrac.
+    fn of(running: &quantrac::app::Running) -> Api {
+        let (token, _) = running
+            .security()
+            .create_token("faults", quantrac::security::Role::Viewer, "test", None)
+            .unwrap();
+        Api {
+            base: format!("http://{}", running.api_addr),
+            http: common::authorized(&token),
+        }
+    }
+
+    /// The API at `base` of a quantrac process keeping its data in `data`.
+    fn for_data(data: &Path, base: &str) -> Api {
+        let db = quantrac::security::SecurityDb::open(&data.join("security.db")).unwrap();
+        let (token, _) = db
+            .create_token("faults", quantrac::security::Role::Viewer, "test", None)
+            .unwrap();
+        Api {
+            base: base.to_owned(),
+            http: common::authorized(&token),
+        }
+    }
+}
+
 /// How many distinct SO2 readings the API returns from `t0` on.
-async fn stored(base: &str, t0: i64) -> usize {
+async fn stored(api: &Api, t0: i64) -> usize {
     let url = format!(
-        "{base}/api/v1/readings?station={ST}&param=SO2&from={t0}&to={}&limit=10000",
+        "{}/api/v1/readings?station={ST}&param=SO2&from={t0}&to={}&limit=10000",
+        api.base,
         t0 + 86_400_000
     );
-    match reqwest::get(url).await {
+    match api.http.get(url).send().await {
         Ok(r) => r
             .json::<serde_json::Value>()
             .await
@@ -55,10 +88,10 @@ async fn stored(base: &str, t0: i64) -> usize {
 }
 
 /// Waits (bounded) until the API shows `n` readings; returns what it shows last.
-async fn wait_stored(base: &str, t0: i64, n: usize, within: Duration) -> usize {
+async fn wait_stored(api: &Api, t0: i64, n: usize, within: Duration) -> usize {
     let deadline = Instant::now() + within;
     loop {
-        let got = stored(base, t0).await;
+        let got = stored(api, t0).await;
         if got >= n || Instant::now() > deadline {
             return got;
         }
@@ -82,7 +115,7 @@ async fn a_store_outage_loses_nothing_and_stores_every_reading_once() {
         .await
         .unwrap();
     running.wait_ready().await;
-    let svc_base = format!("http://{}", running.api_addr);
+    let svc_base = Api::of(&running);
     let mut opts = BrokerOptions::new(running.broker.to_string(), common::unique("gw"));
     opts.topic_prefix = Some(site.prefix.clone());
     let gw = Publisher::connect(opts).await.unwrap();
@@ -140,7 +173,7 @@ async fn shutdown_stops_ingest_first_and_the_api_last_within_bounded_time() {
     // was durable, and what it had not acknowledged is delivered again.
     let svc = site.start().await;
     assert_eq!(
-        wait_stored(&svc.base, t0, 50, Duration::from_secs(30)).await,
+        wait_stored(&Api::of(&svc.running), t0, 50, Duration::from_secs(30)).await,
         50
     );
     gw.disconnect().await.unwrap();
@@ -192,7 +225,7 @@ async fn a_stalled_store_holds_back_acknowledgements_and_the_broker_keeps_the_re
     tokio::time::timeout(Duration::from_secs(60), running.wait_processed(N))
         .await
         .expect("everything flows once the store is back");
-    let base = format!("http://{}", running.api_addr);
+    let base = Api::of(&running);
     assert_eq!(
         wait_stored(&base, t0, N as usize, Duration::from_secs(30)).await,
         N as usize
@@ -300,7 +333,13 @@ async fn a_broker_restart_in_the_middle_of_a_load_loses_nothing() {
         .await
         .unwrap()
         .unwrap();
-    let got = wait_stored(&svc.base, t0, N as usize, Duration::from_secs(60)).await;
+    let got = wait_stored(
+        &Api::of(&svc.running),
+        t0,
+        N as usize,
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(got, N as usize);
     gw.disconnect().await.unwrap();
     svc.stop().await;
@@ -345,6 +384,7 @@ async fn sigkill_in_the_middle_of_a_load_then_restart_stores_exactly_every_readi
     let api = quantrac::mqtt::free_local_addr().unwrap().to_string();
     let base = format!("http://{api}");
     let prefix = common::unique("kill");
+    let reader = Api::for_data(data.path(), &base);
     let mut quantrac = serve(data.path(), &api, &broker.url(), &prefix);
     wait_ready(&base).await;
 
@@ -362,7 +402,7 @@ async fn sigkill_in_the_middle_of_a_load_then_restart_stores_exactly_every_readi
         // Kill once a part of the load is stored: mid-flight, with messages in every stage.
         let mut before = 0;
         while before < 500 {
-            before = stored(&base, t0).await;
+            before = stored(&reader, t0).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         quantrac.kill().unwrap();
@@ -377,7 +417,7 @@ async fn sigkill_in_the_middle_of_a_load_then_restart_stores_exactly_every_readi
 
     let quantrac = serve(data.path(), &api, &broker.url(), &prefix);
     wait_ready(&base).await;
-    let got = wait_stored(&base, t0, N as usize, Duration::from_secs(90)).await;
+    let got = wait_stored(&reader, t0, N as usize, Duration::from_secs(90)).await;
     eprintln!("published {N}, stored after the kill and restart: {got}");
     assert_eq!(got, N as usize, "exactly the readings published, each once");
 

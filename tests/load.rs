@@ -27,6 +27,7 @@ async fn load_at_a_fixed_rate(broker: Broker) {
     let fixed = LoadOptions {
         broker: options,
         api: svc.base.clone(),
+        token: Some(svc.token.clone()),
         stations: 20,
         params: 4,
         rate: 2000,

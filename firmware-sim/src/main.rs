@@ -99,6 +99,9 @@ struct LoadArgs {
     /// quantrac's HTTP API.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     api: String,
+    /// API token (any role; `quantrac token create --role viewer --name load`).
+    #[arg(long, env = "QUANTRAC_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Readings per second (0 = as fast as quantrac stores them).
     #[arg(long, default_value_t = 0)]
     rate: u64,
@@ -404,6 +407,7 @@ async fn load_command(args: LoadArgs) -> anyhow::Result<()> {
     let options = firmware_sim::load::LoadOptions {
         broker: args.traffic.broker.options(),
         api: args.api,
+        token: args.token,
         stations: stations_or_all(args.traffic.stations, &fleet),
         params: args.traffic.params,
         rate: args.rate,

@@ -7,27 +7,30 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures_util::stream::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
+use super::auth::{blocking, need};
 use super::params::{self, Params};
 use super::{ApiError, ApiResult, ApiState, PathId};
 use crate::alerts::{AlertState, Severity};
 use crate::monitor::AckFailure;
 use crate::notify::json;
+use crate::security::Role;
+use crate::security::{Action, NewEntry, Principal};
 use crate::storage::AlertQuery;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
-        .route("/alerts", get(list))
-        .route("/alerts/stream", get(stream))
-        .route("/alerts/webhooks", get(webhooks))
-        .route("/alerts/{id}", get(one))
-        .route("/alerts/{id}/ack", post(acknowledge))
+        .route("/alerts", need(Role::Viewer, get(list)))
+        .route("/alerts/stream", need(Role::Viewer, get(stream)))
+        .route("/alerts/webhooks", need(Role::Admin, get(webhooks)))
+        .route("/alerts/{id}", need(Role::Viewer, get(one)))
+        .route("/alerts/{id}/ack", need(Role::Inspector, post(acknowledge)))
 }
 
 const DEFAULT_LIMIT: usize = 100;
@@ -156,19 +159,22 @@ async fn one(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AckBody {
-    by: String,
+    /// Who acknowledges; the token's name when absent.
+    #[serde(default)]
+    by: Option<String>,
     #[serde(default)]
     note: String,
 }
 
 async fn acknowledge(
     State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
     PathId(id): PathId,
     body: Result<Json<AckBody>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let id = alert_id(&id)?;
     let Json(body) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
-    let by = body.by.trim();
+    let by = body.by.as_deref().unwrap_or(&who.name).trim();
     if by.is_empty() || by.chars().count() > 100 {
         return Err(ApiError::bad(
             "body",
@@ -179,7 +185,26 @@ async fn acknowledge(
         return Err(ApiError::bad("body", "`note` is at most 2000 characters"));
     }
     match state.monitor.acknowledge(id, by, body.note.trim()).await {
-        Ok(alert) => Ok(Json(json::alert(&alert, state.offset()))),
+        Ok(alert) => {
+            let entry = NewEntry {
+                actor: who.actor(),
+                action: Action::AlertAcknowledged,
+                target: format!("alert {id}"),
+                detail: format!(
+                    "{} {} at {}: acknowledged by {by}",
+                    alert.rule,
+                    alert.param.as_deref().unwrap_or("-"),
+                    alert.station
+                ),
+                address: who.address.map(|a| a.to_string()),
+            };
+            // The acknowledgement is durable already: a failed audit write is logged loudly
+            // rather than turned into an error the inspector would retry.
+            if let Err(e) = blocking(&state.guard.db, move |db| db.audit(&entry)).await {
+                tracing::error!(error = %e, alert = id, "cannot audit an acknowledgement");
+            }
+            Ok(Json(json::alert(&alert, state.offset())))
+        }
         Err(AckFailure::Unknown(id)) => Err(ApiError::NotFound {
             code: "unknown_alert",
             message: format!("there is no alert {id}"),

@@ -17,6 +17,18 @@ pub enum ApiError {
         parameter: &'static str,
         message: String,
     },
+    /// 400: the query would cover more series x days than `api.max_query_cost`.
+    #[error("the query covers {cost} series x days; at most {max} are allowed")]
+    TooCostly { cost: u64, max: u64 },
+    /// 401: no valid bearer token (why is logged, not told).
+    #[error("a valid bearer token is required")]
+    Unauthenticated,
+    /// 403: the token is valid but its role is too low.
+    #[error("this needs the `{needed}` role; the token has `{have}`")]
+    Forbidden {
+        needed: crate::security::Role,
+        have: crate::security::Role,
+    },
     /// 404: the named thing does not exist.
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
@@ -61,9 +73,46 @@ impl From<crate::storage::Error> for ApiError {
     }
 }
 
+impl From<crate::security::Error> for ApiError {
+    fn from(e: crate::security::Error) -> Self {
+        use crate::security::Error as E;
+        match e {
+            E::UnknownToken(id) => ApiError::NotFound {
+                code: "unknown_token",
+                message: format!("there is no token `{id}`"),
+            },
+            E::AlreadyRevoked(id) => ApiError::Conflict {
+                code: "already_revoked",
+                message: format!("token `{id}` is already revoked"),
+            },
+            e @ E::BadName => ApiError::bad("body", e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let message = self.to_string();
         let (status, body) = match &self {
+            ApiError::TooCostly { .. } => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": "query_too_costly", "message": message}}),
+            ),
+            ApiError::Unauthenticated => {
+                let body = json!({"error": {"code": "unauthenticated",
+                    "message": "a valid bearer token is required: Authorization: Bearer qt_..."}});
+                let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer realm=\"quantrac\""),
+                );
+                return response;
+            }
+            ApiError::Forbidden { .. } => (
+                StatusCode::FORBIDDEN,
+                json!({"error": {"code": "forbidden", "message": message}}),
+            ),
             ApiError::BadParameter { parameter, message } => (
                 StatusCode::BAD_REQUEST,
                 json!({"error": {"code": "bad_parameter", "parameter": parameter,

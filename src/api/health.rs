@@ -3,17 +3,23 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::ApiState;
 
+/// The probes: no token needed.
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+}
+
+/// `GET /metrics`, mounted behind authentication on the API listener and without it on
+/// `api.metrics_listen`.
+pub fn metrics_route() -> MethodRouter<ApiState> {
+    get(metrics)
 }
 
 /// Prometheus text format. Gauges that describe "now" are computed as they are read.

@@ -1,11 +1,16 @@
-//! The HTTP API (axum): JSON under `/api/v1`, plus `/healthz` and `/readyz`.
+//! The HTTP API (axum): JSON under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`.
 //!
-//! One router per resource ([`stations`], [`readings`], [`quarantine`], [`health`]), merged
-//! here with the middleware every request gets: a request id (`x-request-id`, generated when
-//! absent and echoed back), a trace span, a body size limit, a timeout answered as JSON, and
-//! a panic guard. `docs/api.md` describes every endpoint.
+//! One router per resource ([`stations`], [`readings`], [`quarantine`], [`alerts`],
+//! [`admin`], [`health`]), each route declaring the least role that may call it
+//! ([`auth::need`]). Merged here with the middleware every request gets: a request id
+//! (`x-request-id`, generated when absent and echoed back), a trace span, a body size limit,
+//! a timeout answered as JSON, and a panic guard; everything but the health probes also goes
+//! through [`auth`] (rate limits, bearer token). [`serve`] adds TLS and the request-head size
+//! limit. `docs/api.md` describes every endpoint, `docs/security.md` who may call what.
 
+mod admin;
 mod alerts;
+pub mod auth;
 mod error;
 mod health;
 pub mod params;
@@ -39,6 +44,7 @@ use crate::live::Live;
 use crate::monitor::Monitor;
 use crate::pipeline::SharedRegistry;
 use crate::quarantine::Counters;
+use crate::security::Role;
 use crate::storage::Store;
 use crate::telemetry::Timestamp;
 
@@ -55,7 +61,14 @@ pub struct ApiState {
     pub config: Arc<ApiConfig>,
     /// A station is online while its data is younger than this many expected intervals.
     pub offline_after: u32,
+    /// Tokens, the audit log, failed-authentication bursts.
+    pub guard: Arc<auth::Guard>,
+    /// Re-reads the seeds (registry and alert rules): a summary, or why they are invalid.
+    pub reload: Reload,
 }
+
+/// See [`ApiState::reload`].
+pub type Reload = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 
 impl ApiState {
     fn offset(&self) -> &FixedOffset {
@@ -83,16 +96,35 @@ impl MakeRequestId for CountingIds {
 
 /// Builds the whole API.
 pub fn router(state: ApiState) -> Router {
-    let timeout = state.config.request_timeout;
-    let body_limit = state.config.max_body_bytes;
-    let api = Router::new()
+    let v1 = Router::new()
         .merge(stations::routes())
         .merge(readings::routes())
         .merge(quarantine::routes())
-        .merge(alerts::routes());
-    Router::new()
-        .nest("/api/v1", api)
-        .merge(health::routes())
+        .merge(alerts::routes())
+        .merge(admin::routes());
+    let guarded = Router::new().nest("/api/v1", v1).route(
+        "/metrics",
+        auth::need(Role::Viewer, health::metrics_route()),
+    );
+    let Some(guarded) = auth::protect(guarded, &state) else {
+        // Config validation keeps every rate positive, which is all a quota needs.
+        panic!("api.rate_limit cannot make a rate-limit quota");
+    };
+    common_layers(guarded.merge(health::routes()), state)
+}
+
+/// `/metrics` alone, without authentication, for its own listener (`api.metrics_listen`).
+pub fn metrics_router(state: ApiState) -> Router {
+    common_layers(
+        Router::new().route("/metrics", health::metrics_route()),
+        state,
+    )
+}
+
+fn common_layers(routes: Router<ApiState>, state: ApiState) -> Router {
+    let timeout = state.config.request_timeout;
+    let body_limit = state.config.max_body_bytes;
+    routes
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
         .with_state(state)
@@ -145,15 +177,45 @@ async fn timeout_error(error: BoxError) -> Response {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown`.
+/// How long a client may take to send a request head (slow-header attacks).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long open connections (event streams, say) may finish after shutdown starts.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves `router` on `listener` (HTTPS when `tls` is given) until `shutdown`. Request
+/// heads above `max_header_bytes` are refused by hyper with 431.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
+    max_header_bytes: usize,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let handle = axum_server::Handle::<std::net::SocketAddr>::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stopper.graceful_shutdown(Some(DRAIN));
+    });
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let mut server = axum_server::Server::from_listener(listener).handle(handle);
+    server
+        .http_builder()
+        .http1()
+        .max_buf_size(max_header_bytes)
+        .header_read_timeout(Some(HEAD_TIMEOUT))
+        .http2()
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+    match tls {
+        None => server.serve(service).await,
+        Some(config) => {
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
+                axum_server::tls_rustls::RustlsConfig::from_config(config),
+            );
+            server.acceptor(acceptor).serve(service).await
+        }
+    }
 }
 
 /// The `{id}` of a route, with path errors answered in the API's JSON shape.

@@ -5,13 +5,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
+use super::auth::need;
 use super::params::{self, Params};
 use super::{ApiError, ApiResult, ApiState};
 use crate::quarantine::Reason;
+use crate::security::Role;
 use crate::storage::QuarantineQuery;
 
 pub fn routes() -> Router<ApiState> {
-    Router::new().route("/quarantine", get(list))
+    Router::new().route("/quarantine", need(Role::Analyst, get(list)))
 }
 
 /// Default and largest page size of the quarantine listing.

@@ -5,14 +5,16 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::auth::need;
 use super::params::{self, Params};
 use super::{ApiError, ApiResult, ApiState};
 use crate::registry::Station;
+use crate::security::Role;
 use crate::storage::{AggregateQuery, RawQuery as RawReadings};
 use crate::telemetry::{Status, Timestamp};
 
 pub fn routes() -> Router<ApiState> {
-    Router::new().route("/readings", get(readings))
+    Router::new().route("/readings", need(Role::Viewer, get(readings)))
 }
 
 /// The aggregate a bucketed query returns.
@@ -60,6 +62,7 @@ async fn readings(State(state): State<ApiState>, RawQuery(q): RawQuery) -> ApiRe
         state.config.default_range,
         state.config.max_range,
     )?;
+    check_cost(names.len(), from, to, state.config.max_query_cost)?;
     let status_text = p.take("status");
     match p.take("bucket") {
         Some(bucket) => {
@@ -107,6 +110,22 @@ async fn readings(State(state): State<ApiState>, RawQuery(q): RawQuery) -> ApiRe
             raw(&state, station, names, (from, to), limit, after, status).await
         }
     }
+}
+
+/// A query's cost is the series it reads times the days it spans (a started day counts).
+fn check_cost(series: usize, from: Timestamp, to: Timestamp, max: u64) -> ApiResult<()> {
+    const DAY_MS: i64 = 86_400_000;
+    let span = to
+        .as_millis()
+        .saturating_sub(from.as_millis())
+        .max(1)
+        .unsigned_abs();
+    let days = span.div_ceil(DAY_MS as u64);
+    let cost = days.saturating_mul(series as u64);
+    if cost > max {
+        return Err(ApiError::TooCostly { cost, max });
+    }
+    Ok(())
 }
 
 /// `param=A,B` checked against the station; all of its parameters when absent.
@@ -248,4 +267,29 @@ async fn aggregated(
         "status": status.map_or("all", Status::code),
         "series": series,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+
+    fn at(ms: i64) -> Timestamp {
+        Timestamp::from_millis(ms)
+    }
+
+    #[test]
+    fn the_cost_is_series_times_started_days_and_the_limit_is_inclusive() {
+        assert!(check_cost(8, at(0), at(366 * DAY), 8 * 366).is_ok());
+        let over = check_cost(8, at(0), at(366 * DAY + 1), 8 * 366);
+        assert!(
+            matches!(over, Err(ApiError::TooCostly { cost, .. }) if cost == 8 * 367),
+            "a started day counts"
+        );
+        assert!(
+            check_cost(1, at(0), at(1), 1).is_ok(),
+            "a minute costs a day"
+        );
+    }
 }

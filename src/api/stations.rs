@@ -6,19 +6,21 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::auth::need;
 use super::params::Params;
 use super::{silence_allowed, ApiError, ApiResult, ApiState, PathId};
 use crate::live::StationLive;
 use crate::registry::Registry;
 use crate::registry::{Station, StationKind};
+use crate::security::Role;
 use crate::telemetry::{GatewayState, Timestamp};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
-        .route("/zones", get(zones))
-        .route("/stations", get(list))
-        .route("/stations/{id}", get(one))
-        .route("/stations/{id}/latest", get(latest))
+        .route("/zones", need(Role::Viewer, get(zones)))
+        .route("/stations", need(Role::Viewer, get(list)))
+        .route("/stations/{id}", need(Role::Viewer, get(one)))
+        .route("/stations/{id}/latest", need(Role::Viewer, get(latest)))
 }
 
 #[derive(Serialize)]

@@ -148,6 +148,36 @@ impl Config {
                 "must be positive and not above api.max_range",
             );
         }
+        let r = &self.api.rate_limit;
+        if [
+            r.per_token_per_second,
+            r.per_token_burst,
+            r.per_address_per_second,
+            r.per_address_burst,
+        ]
+        .contains(&0)
+        {
+            return invalid("api.rate_limit", "every rate and burst must be positive");
+        }
+        if self.api.max_header_bytes < 8192 {
+            return invalid("api.max_header_bytes", "must be at least 8192");
+        }
+        if self.api.max_query_cost == 0 {
+            return invalid("api.max_query_cost", "must be positive");
+        }
+        if let Some(tls) = &self.api.tls {
+            for (key, file) in [("api.tls.cert", &tls.cert), ("api.tls.key", &tls.key)] {
+                if !file.is_file() {
+                    return invalid(key, &format!("{} is not a file", file.display()));
+                }
+            }
+        }
+        if self.security.auth_failure_burst == 0 || self.security.auth_failure_window.is_zero() {
+            return invalid(
+                "security.auth_failure_burst",
+                "the burst and its window must be positive",
+            );
+        }
         if self.api.request_timeout.is_zero() {
             return invalid("api.request_timeout", "must be positive");
         }

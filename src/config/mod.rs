@@ -30,6 +30,7 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub stations: StationsConfig,
     pub alerts: AlertsConfig,
+    pub security: SecurityConfig,
     pub log: LogConfig,
 }
 
@@ -49,6 +50,53 @@ pub struct ApiConfig {
     #[serde(with = "humantime_serde")]
     pub max_range: Duration,
     pub max_buckets: usize,
+    /// Largest series x days one readings query may cover.
+    pub max_query_cost: u64,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    pub rate_limit: RateLimitConfig,
+    /// Serve HTTPS with these files instead of HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Serve `/metrics` without a token on this address too (for Prometheus).
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Token-bucket rate limits: `per_second` sustained, bursts up to `burst`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub per_token_per_second: u32,
+    pub per_token_burst: u32,
+    pub per_address_per_second: u32,
+    pub per_address_burst: u32,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Tokens and audit log; `None`: `security.db` in `storage.path`.
+    pub db: Option<PathBuf>,
+    pub auth_failure_burst: u32,
+    #[serde(with = "humantime_serde")]
+    pub auth_failure_window: Duration,
+}
+
+impl Config {
+    /// Where the tokens and the audit log are kept.
+    pub fn security_db(&self) -> PathBuf {
+        self.security
+            .db
+            .clone()
+            .unwrap_or_else(|| self.storage.path.join("security.db"))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use firmware_sim::{BrokerOptions, Encoding, Publisher, Reading, Record, Status};
 use quantrac::app::{self, Running};
 use quantrac::config::{Config, SyncMode};
+use quantrac::security::Role;
 use serde_json::Value;
 
 /// Which broker a test runs against.
@@ -156,7 +157,21 @@ impl Site {
 pub struct Service {
     pub running: Running,
     pub base: String,
+    /// Sends an admin token with every request.
     pub http: reqwest::Client,
+    /// That admin token.
+    pub token: String,
+}
+
+/// An HTTP client that sends `token` as its bearer token.
+pub fn authorized(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {token}").parse().unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 impl Service {
@@ -170,11 +185,26 @@ impl Service {
             .await
             .expect("quantrac connects and subscribes within 20 s");
         let base = format!("http://{}", running.api_addr);
+        let (token, _) = running
+            .security()
+            .create_token("test harness", Role::Admin, "test", None)
+            .expect("an admin token for the tests");
         Service {
             running,
             base,
-            http: reqwest::Client::new(),
+            http: authorized(&token),
+            token,
         }
+    }
+
+    /// A client whose requests carry a new token with `role`.
+    pub fn client_with_role(&self, role: Role) -> reqwest::Client {
+        let (token, _) = self
+            .running
+            .security()
+            .create_token(&format!("test {role}"), role, "test", None)
+            .unwrap();
+        authorized(&token)
     }
 
     pub fn broker_url(&self) -> String {

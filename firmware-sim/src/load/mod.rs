@@ -70,6 +70,8 @@ pub struct LoadOptions {
     pub broker: BrokerOptions,
     /// quantrac's API base URL, e.g. `http://127.0.0.1:8080`.
     pub api: String,
+    /// Bearer token for the API.
+    pub token: Option<String>,
     /// Stations (the first of the fleet) and readings per record.
     pub stations: usize,
     pub params: usize,
@@ -170,7 +172,7 @@ pub async fn load(options: LoadOptions, fleet: &Fleet) -> Result<LoadReport, Err
     let resolution = resolution_ms(options.encoding);
     let mut traffic = Traffic::new(regular, options.params, resolution);
     let probe_every = ALERT_PROBE_EVERY.max(Duration::from_millis(resolution.unsigned_abs()));
-    let quantrac = Quantrac::new(&options.api);
+    let quantrac = Quantrac::new(&options.api, options.token.as_deref())?;
     let stored_before = quantrac
         .metric("quantrac_store_readings_total")
         .await?

@@ -49,12 +49,24 @@ pub struct Quantrac {
 }
 
 impl Quantrac {
-    /// `api` is the base URL, e.g. `http://127.0.0.1:8080`.
-    pub fn new(api: &str) -> Quantrac {
-        Quantrac {
-            http: reqwest::Client::new(),
-            api: api.trim_end_matches('/').to_owned(),
+    /// `api` is the base URL, e.g. `http://127.0.0.1:8080`; `token` is sent as the bearer
+    /// token of every request.
+    pub fn new(api: &str, token: Option<&str>) -> Result<Quantrac, Error> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| Error::Api("the API token holds characters a header cannot".into()))?;
+            headers.insert(reqwest::header::AUTHORIZATION, value);
         }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .map_err(|e| Error::Api(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Quantrac {
+            http,
+            api: api.trim_end_matches('/').to_owned(),
+        })
     }
 
     /// The sum of every sample of metric `name` in `/metrics` (all label sets), or `None`

@@ -1,0 +1,525 @@
+//! Security of the API, end to end on a real quantrac: tokens and roles (401 vs 403, every
+//! role against every endpoint), revocation, rate limits, size and cost limits, the audit
+//! log, TLS, the token command.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{authorized, Broker, Service, Site};
+use quantrac::security::Role;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// One endpoint, the least role that may call it, and what an allowed call answers.
+struct Endpoint {
+    method: Method,
+    path: &'static str,
+    body: Option<Value>,
+    least: Role,
+    allowed: u16,
+}
+
+fn endpoint(method: Method, path: &'static str, least: Role, allowed: u16) -> Endpoint {
+    Endpoint {
+        method,
+        path,
+        body: None,
+        least,
+        allowed,
+    }
+}
+
+/// The contract of docs/security.md, written out independently of the code's route table.
+fn endpoints() -> Vec<Endpoint> {
+    use Method as M;
+    use Role::*;
+    let mut create = endpoint(M::POST, "/api/v1/tokens", Admin, 201);
+    create.body = Some(json!({"name": "made by the role test", "role": "viewer"}));
+    let mut ack = endpoint(M::POST, "/api/v1/alerts/999999/ack", Inspector, 404);
+    ack.body = Some(json!({"note": "checking"}));
+    vec![
+        endpoint(M::GET, "/api/v1/zones", Viewer, 200),
+        endpoint(M::GET, "/api/v1/stations", Viewer, 200),
+        endpoint(M::GET, "/api/v1/stations/DN-AMATA-WW01", Viewer, 200),
+        endpoint(M::GET, "/api/v1/stations/DN-AMATA-WW01/latest", Viewer, 200),
+        endpoint(
+            M::GET,
+            "/api/v1/readings?station=DN-AMATA-WW01",
+            Viewer,
+            200,
+        ),
+        endpoint(M::GET, "/api/v1/alerts", Viewer, 200),
+        endpoint(M::GET, "/api/v1/alerts/999999", Viewer, 404),
+        endpoint(M::GET, "/api/v1/alerts/stream", Viewer, 200),
+        endpoint(M::GET, "/api/v1/me", Viewer, 200),
+        endpoint(M::GET, "/metrics", Viewer, 200),
+        endpoint(M::GET, "/api/v1/quarantine", Analyst, 200),
+        ack,
+        endpoint(M::GET, "/api/v1/alerts/webhooks", Admin, 200),
+        endpoint(M::GET, "/api/v1/tokens", Admin, 200),
+        create,
+        endpoint(M::DELETE, "/api/v1/tokens/0123456789ab", Admin, 404),
+        endpoint(M::GET, "/api/v1/audit", Admin, 200),
+        endpoint(M::POST, "/api/v1/registry/reload", Admin, 200),
+    ]
+}
+
+async fn call(http: &reqwest::Client, svc: &Service, e: &Endpoint) -> (u16, Value) {
+    let mut request = http.request(e.method.clone(), format!("{}{}", svc.base, e.path));
+    if let Some(body) = &e.body {
+        request = request.json(body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    // The event stream never ends: its status and headers are the answer.
+    if e.path.ends_with("/stream") && status == 200 {
+        return (status, Value::Null);
+    }
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn every_role_may_call_exactly_the_endpoints_of_its_level_and_below() {
+    let site = Site::new(Broker::Embedded, "roles");
+    let svc = site.start().await;
+    let anonymous = reqwest::Client::new();
+    let clients: Vec<(Role, reqwest::Client)> = Role::ALL
+        .into_iter()
+        .map(|r| (r, svc.client_with_role(r)))
+        .collect();
+    for e in endpoints() {
+        let (status, body) = call(&anonymous, &svc, &e).await;
+        assert_eq!(
+            status, 401,
+            "{} {} without a token: {body}",
+            e.method, e.path
+        );
+        assert_eq!(body["error"]["code"], "unauthenticated");
+        for (role, http) in &clients {
+            let (status, body) = call(http, &svc, &e).await;
+            if role.allows(e.least) {
+                assert_eq!(
+                    status, e.allowed,
+                    "{role} on {} {}: {body}",
+                    e.method, e.path
+                );
+            } else {
+                assert_eq!(status, 403, "{role} on {} {}: {body}", e.method, e.path);
+                assert_eq!(body["error"]["code"], "forbidden");
+                let message = body["error"]["message"].as_str().unwrap();
+                assert!(message.contains(e.least.as_str()), "{message}");
+            }
+        }
+    }
+    for probe in ["/healthz", "/readyz"] {
+        let status = anonymous
+            .get(format!("{}{probe}", svc.base))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "{probe} needs no token");
+    }
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn unauthenticated_answers_say_bearer_and_never_why() {
+    let site = Site::new(Broker::Embedded, "authn");
+    let svc = site.start().await;
+    let url = format!("{}/api/v1/stations", svc.base);
+    let (revoked, info) = svc
+        .running
+        .security()
+        .create_token("soon revoked", Role::Viewer, "test", None)
+        .unwrap();
+    let mut wrong_secret = svc.token.clone();
+    wrong_secret.push('x');
+    let attempts = [
+        None,
+        Some("Basic dXNlcjpwYXNz".to_owned()),
+        Some("Bearer not-a-token".to_owned()),
+        Some("Bearer qt_0123456789ab_unknown".to_owned()),
+        Some(format!("Bearer {wrong_secret}")),
+    ];
+    let mut bodies = Vec::new();
+    for header in attempts {
+        let mut request = reqwest::Client::new().get(&url);
+        if let Some(h) = header {
+            request = request.header("authorization", h);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Bearer realm=\"quantrac\""
+        );
+        bodies.push(response.text().await.unwrap());
+    }
+    bodies.dedup();
+    assert_eq!(bodies.len(), 1, "every failure looks the same: {bodies:?}");
+
+    let http = authorized(&revoked);
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+    let response = svc
+        .http
+        .delete(format!("{}/api/v1/tokens/{}", svc.base, info.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        http.get(&url).send().await.unwrap().status(),
+        401,
+        "a revoked token stops working at the next request"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_made_through_the_api_is_shown_once_and_works_with_its_role() {
+    let site = Site::new(Broker::Embedded, "mint");
+    let svc = site.start().await;
+    let response = svc
+        .http
+        .post(format!("{}/api/v1/tokens", svc.base))
+        .json(&json!({"name": "inspector on duty", "role": "inspector"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let made: Value = response.json().await.unwrap();
+    let token = made["token"].as_str().unwrap();
+    let me: Value = authorized(token)
+        .get(format!("{}/api/v1/me", svc.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "inspector");
+    assert_eq!(me["name"], "inspector on duty");
+    let list = svc.ok("/api/v1/tokens").await;
+    let listed = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == made["id"])
+        .unwrap();
+    assert!(
+        listed.get("token").is_none(),
+        "never listed again: {listed}"
+    );
+    assert!(!list.to_string().contains(token));
+
+    let bad_role = svc
+        .http
+        .post(format!("{}/api/v1/tokens", svc.base))
+        .json(&json!({"name": "x", "role": "root"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_role.status(), 400);
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn the_audit_log_records_tokens_reloads_and_failure_bursts_in_an_intact_chain() {
+    let site = Site::new(Broker::Embedded, "audit");
+    let mut config = site.config();
+    config.security.auth_failure_burst = 3;
+    let svc = Service::start(config).await;
+    let (_, info) = svc
+        .running
+        .security()
+        .create_token("to revoke", Role::Viewer, "test", None)
+        .unwrap();
+    svc.http
+        .delete(format!("{}/api/v1/tokens/{}", svc.base, info.id))
+        .send()
+        .await
+        .unwrap();
+    let reload = svc
+        .http
+        .post(format!("{}/api/v1/registry/reload", svc.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status(), 200);
+    for _ in 0..3 {
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/zones", svc.base))
+            .bearer_auth("qt_0123456789ab_guess")
+            .send()
+            .await
+            .unwrap();
+    }
+    let audit = svc.ok("/api/v1/audit").await;
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "token_created",
+        "token_revoked",
+        "registry_reloaded",
+        "auth_failure_burst",
+    ] {
+        assert!(actions.contains(&expected), "{expected} in {actions:?}");
+    }
+    let revoked = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "token_revoked")
+        .unwrap();
+    assert!(revoked["actor"].as_str().unwrap().contains("test harness"));
+    assert_eq!(revoked["address"], "127.0.0.1");
+    assert_eq!(audit["chain"]["broken_at"], Value::Null);
+    assert_eq!(audit["chain"]["entries"], actions.len());
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_over_its_rate_is_answered_429_with_retry_after() {
+    let site = Site::new(Broker::Embedded, "rate");
+    let mut config = site.config();
+    config.api.rate_limit.per_token_per_second = 1;
+    config.api.rate_limit.per_token_burst = 5;
+    let svc = Service::start(config).await;
+    let viewer = svc.client_with_role(Role::Viewer);
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let response = viewer
+            .get(format!("{}/api/v1/zones", svc.base))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            let wait: u64 = response.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(wait <= 1, "one request a second: {wait}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "rate_limited");
+        }
+    }
+    assert_eq!(&statuses[..5], [200; 5], "the burst passes");
+    assert!(statuses[5..].contains(&429), "{statuses:?}");
+    // Another token has a bucket of its own.
+    let other = svc.client_with_role(Role::Viewer);
+    let status = other
+        .get(format!("{}/api/v1/zones", svc.base))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn one_address_guessing_tokens_is_slowed_down_before_authentication() {
+    let site = Site::new(Broker::Embedded, "guess");
+    let mut config = site.config();
+    config.api.rate_limit.per_address_per_second = 1;
+    config.api.rate_limit.per_address_burst = 4;
+    let svc = Service::start(config).await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let status = reqwest::Client::new()
+            .get(format!("{}/api/v1/zones", svc.base))
+            .bearer_auth(format!("qt_0123456789ab_guess{i}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        statuses.push(status);
+    }
+    assert_eq!(&statuses[..4], [401; 4]);
+    assert!(statuses[4..].contains(&429), "{statuses:?}");
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_heads_and_costly_queries_are_refused_before_the_store_is_asked() {
+    let site = Site::new(Broker::Embedded, "limits");
+    let mut config = site.config();
+    config.api.max_query_cost = 30;
+    let svc = Service::start(config).await;
+    let huge = "x".repeat(20_000);
+    let status = svc
+        .http
+        .get(format!("{}/api/v1/zones", svc.base))
+        .header("x-padding", huge)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 431);
+
+    // DN-AMATA-WW01 has more than 3 parameters: 10 days of all of them cost over 30.
+    let (status, body) = svc
+        .get("/api/v1/readings?station=DN-AMATA-WW01&from=2026-01-01&to=2026-01-11&bucket=1d")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "query_too_costly");
+    let (status, body) = svc
+        .get("/api/v1/readings?station=DN-AMATA-WW01&param=COD&from=2026-01-01&to=2026-01-11&bucket=1d")
+        .await;
+    assert_eq!(status, 200, "one series for 10 days is within: {body}");
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_need_a_token_on_the_api_but_not_on_their_own_listener() {
+    let site = Site::new(Broker::Embedded, "metrics");
+    let mut config = site.config();
+    let metrics_addr = quantrac::mqtt::free_local_addr().unwrap();
+    config.api.metrics_listen = Some(metrics_addr);
+    let svc = Service::start(config).await;
+    let anonymous = reqwest::Client::new();
+    let on_api = anonymous
+        .get(format!("{}/metrics", svc.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_api.status(), 401);
+    let own = anonymous
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    assert!(own.text().await.unwrap().contains("quantrac_"));
+    let elsewhere = anonymous
+        .get(format!("http://{metrics_addr}/api/v1/zones"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        elsewhere.status(),
+        404,
+        "the metrics listener serves only /metrics"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_speaks_https_when_given_a_certificate() {
+    let site = Site::new(Broker::Embedded, "tls");
+    let generated = rcgen::generate_simple_self_signed(vec!["quantrac.test".into()]).unwrap();
+    let cert = site.dir.path().join("cert.pem");
+    let key = site.dir.path().join("key.pem");
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let mut config = site.config();
+    config.api.tls = Some(quantrac::config::TlsFiles {
+        cert: cert.clone(),
+        key,
+    });
+    let svc = Service::start(config).await;
+    let addr = svc.running.api_addr;
+    let trusted = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(generated.cert.pem().as_bytes()).unwrap(),
+        )
+        .resolve("quantrac.test", addr)
+        .bearer_default(&svc.token)
+        .build()
+        .unwrap();
+    let response = trusted
+        .get(format!(
+            "https://quantrac.test:{}/api/v1/zones",
+            addr.port()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let plain = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(
+        plain.map_or(true, |r| r.status() != 200),
+        "plain HTTP is not served on the TLS port"
+    );
+    svc.stop().await;
+}
+
+/// `reqwest::ClientBuilder` with a default bearer token.
+trait BearerDefault {
+    fn bearer_default(self, token: &str) -> Self;
+}
+
+impl BearerDefault for reqwest::ClientBuilder {
+    fn bearer_default(self, token: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        self.default_headers(headers)
+    }
+}
+
+#[test]
+fn the_token_command_creates_lists_and_revokes_tokens_in_the_configured_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("security.db");
+    let config = dir.path().join("quantrac.toml");
+    std::fs::write(&config, format!("[security]\ndb = \"{}\"\n", db.display())).unwrap();
+    let quantrac = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_quantrac"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let token = quantrac(&[
+        "token",
+        "create",
+        "--role",
+        "analyst",
+        "--name",
+        "monthly report",
+    ]);
+    let token = token.trim();
+    let store = quantrac::security::SecurityDb::open(&db).unwrap();
+    let who = store.authenticate(token).unwrap().unwrap();
+    assert_eq!(who.role, Role::Analyst);
+    let list = quantrac(&["token", "list"]);
+    assert!(
+        list.contains(&who.token_id) && list.contains("monthly report"),
+        "{list}"
+    );
+    assert!(!list.contains(token), "secrets are never listed");
+    quantrac(&["token", "revoke", &who.token_id]);
+    assert!(store.authenticate(token).unwrap().is_err());
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_quantrac"))
+        .args([
+            "token", "create", "--role", "root", "--name", "x", "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}
