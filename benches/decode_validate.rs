@@ -17,6 +17,7 @@ use quantrac::live::Live;
 use quantrac::pipeline::Pipeline;
 use quantrac::quarantine::Counters;
 use quantrac::registry::Registry;
+use quantrac::security::sequence::Sequences;
 use quantrac::telemetry::{self, Timestamp, Topic};
 use quantrac::validate::{self, Rules};
 
@@ -43,9 +44,15 @@ fn bench(c: &mut Criterion) {
         max_future: Duration::from_secs(300),
         max_age: Duration::from_secs(86_400 * 1830),
     };
-    let live_records = vec![sim.sample(index, now - now % 300_000)];
+    // The same message is processed again and again: without a record counter (`seq`) it is
+    // not refused as a replay after the first time.
+    let unnumbered = |mut r: firmware_sim::Record| {
+        r.seq = None;
+        r
+    };
+    let live_records = vec![unnumbered(sim.sample(index, now - now % 300_000))];
     let backlog: Vec<_> = (1..=12)
-        .map(|i| sim.sample(index, now - now % 300_000 - i * 300_000))
+        .map(|i| unnumbered(sim.sample(index, now - now % 300_000 - i * 300_000)))
         .collect();
     // The same message again and again: the engine sees readings it already evaluated, so
     // `pipeline` here measures the ingest path around the rules; `alerts_evaluate` measures
@@ -70,6 +77,7 @@ fn bench(c: &mut Criterion) {
         256,
         Live::new(),
         Counters::new(),
+        Arc::default(),
     );
 
     for (label, records) in [("live", &live_records), ("backlog12", &backlog)] {
@@ -91,7 +99,16 @@ fn bench(c: &mut Criterion) {
             );
             let decoded = telemetry::decode(encoding_of(enc), &payload, STATION);
             group.bench_function(BenchmarkId::new("validate", enc.as_str()), |b| {
-                b.iter(|| validate::validate(&registry, &rules, &topic, &decoded, at))
+                b.iter(|| {
+                    validate::validate(
+                        &registry,
+                        &rules,
+                        &topic,
+                        &decoded,
+                        at,
+                        &mut Sequences::new(),
+                    )
+                })
             });
             group.bench_with_input(
                 BenchmarkId::new("decode+validate", enc.as_str()),
@@ -99,7 +116,14 @@ fn bench(c: &mut Criterion) {
                 |b, payload| {
                     b.iter(|| {
                         let decoded = telemetry::decode(encoding_of(enc), payload, STATION);
-                        let outcome = validate::validate(&registry, &rules, &topic, &decoded, at);
+                        let outcome = validate::validate(
+                            &registry,
+                            &rules,
+                            &topic,
+                            &decoded,
+                            at,
+                            &mut Sequences::new(),
+                        );
                         assert_eq!(outcome.accepted.len(), readings);
                         outcome
                     })

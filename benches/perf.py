@@ -138,6 +138,13 @@ def quantrac_env(seeds, data, api_port, broker_url=None, broker_port=None):
         "QUANTRAC_API__LISTEN": f"127.0.0.1:{api_port}",
         "QUANTRAC_LOG__LEVEL": "warn",
         "QUANTRAC_MQTT__CLIENT_ID": f"quantrac-perf-{api_port}",
+        # The load tool connects without device credentials, and polls the API far more
+        # often than the default rate limits allow a token.
+        "QUANTRAC_MQTT__EMBEDDED__ALLOW_ANONYMOUS": "true",
+        "QUANTRAC_API__RATE_LIMIT__PER_TOKEN_PER_SECOND": "100000",
+        "QUANTRAC_API__RATE_LIMIT__PER_TOKEN_BURST": "100000",
+        "QUANTRAC_API__RATE_LIMIT__PER_ADDRESS_PER_SECOND": "100000",
+        "QUANTRAC_API__RATE_LIMIT__PER_ADDRESS_BURST": "100000",
         "RUST_BACKTRACE": "0",
     }
     env.pop("RUST_LOG", None)
@@ -167,6 +174,11 @@ class Quantrac:
         )
         self.api = f"http://127.0.0.1:{self.api_port}"
         wait_ready(self.api)
+        # A token for the load tool (it reads /metrics and the readings API).
+        self.token = subprocess.run(
+            [QUANTRAC, "token", "create", "--role", "viewer", "--name", "perf"],
+            env=env, cwd=ROOT, check=True, capture_output=True, text=True,
+        ).stdout.strip()
 
     def close(self):
         stop(self.process)
@@ -214,7 +226,7 @@ def run(args):
     print(f"prefill: {args.prefill} s of load into a template database", file=sys.stderr)
     q = Quantrac(work, "template", seeds)
     try:
-        prefill = sim("load", "--broker", q.url, "--api", q.api, "--client-id", "perf-prefill",
+        prefill = sim("load", "--broker", q.url, "--api", q.api, "--token", q.token, "--client-id", "perf-prefill",
                       "--rate", "0", *traffic(seeds, args, "bincode", args.prefill))
     finally:
         q.close()
@@ -241,7 +253,7 @@ def run(args):
                 q = Quantrac(work, f"{broker}-{encoding}", seeds,
                              mosquitto.url if broker == "mosquitto" else None, template)
                 try:
-                    common = ["--broker", q.url, "--api", q.api, "--client-id", "perf-load"]
+                    common = ["--broker", q.url, "--api", q.api, "--token", q.token, "--client-id", "perf-load"]
                     peak = sim("load", *common, "--rate", "0",
                                *traffic(seeds, args, encoding, args.seconds))
                     half = max(1, int(peak["stored_per_second"] / 2))
@@ -255,7 +267,7 @@ def run(args):
         print("memory: 10,000 stations", file=sys.stderr)
         q = Quantrac(work, "memory", big)
         try:
-            memory = sim("load", "--broker", q.url, "--api", q.api, "--client-id", "perf-mem",
+            memory = sim("load", "--broker", q.url, "--api", q.api, "--token", q.token, "--client-id", "perf-mem",
                          "--seeds", big, "--stations", "10000", "--params", "8",
                          "--encoding", "json", "--rate", str(args.memory_rate),
                          "--duration", f"{args.steady}s")

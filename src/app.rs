@@ -19,13 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alerts::{self, Engine, EngineConfig, RuleBook};
 use crate::api::{self, ApiState};
-use crate::config::{Backend, BrokerAddress, Config};
+use crate::config::{Backend, BrokerAddress, Config, MqttConfig};
 use crate::ingest::{self, IngestStatus};
 use crate::live::{LatestValue, Live};
 use crate::monitor::Monitor;
 use crate::mqtt;
 use crate::notify::{self, Notifier};
-use crate::pipeline::{Pipeline, SharedRegistry};
+use crate::pipeline::{Pipeline, SharedRegistry, SharedSequences};
 use crate::quarantine::Counters;
 use crate::registry::Registry;
 use crate::security::SecurityDb;
@@ -112,20 +112,15 @@ fn engine_config(config: &Config) -> EngineConfig {
 /// Builds the notifiers: the event stream always, MQTT and webhooks as configured.
 fn start_notifiers(
     config: &Config,
-    broker: &BrokerAddress,
+    own: &(BrokerAddress, MqttConfig),
     stop: &CancellationToken,
 ) -> Result<(Notifier, Vec<JoinHandle<()>>), Error> {
     let a = &config.alerts;
     let offset = config.api.utc_offset;
     let mut tasks = Vec::new();
     let mqtt = if a.publish_mqtt {
-        let (tx, task) = notify::mqtt::spawn(
-            broker,
-            &config.mqtt,
-            a.mqtt_queue_capacity,
-            offset,
-            stop.clone(),
-        )?;
+        let (tx, task) =
+            notify::mqtt::spawn(&own.0, &own.1, a.mqtt_queue_capacity, offset, stop.clone())?;
         tasks.push(task);
         Some(tx)
     } else {
@@ -195,15 +190,30 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     restore_live(&*store, &live, &registry).await?;
     let engine = restore_engine(&config, &*store, registry.load_full(), Arc::new(book)).await?;
 
-    let broker = match &config.mqtt.url {
-        Some(url) => BrokerAddress::parse(url)?,
+    // `broker` is where devices connect; `own` is how quantrac's clients reach it (the
+    // embedded broker's loopback port and internal credentials, or the configured broker).
+    let (broker, own) = match &config.mqtt.url {
+        Some(url) => {
+            let address = BrokerAddress::parse(url)?;
+            (address.clone(), (address, config.mqtt.clone()))
+        }
         None => {
-            let addr = mqtt::start_embedded_broker(&config.mqtt.embedded)?;
-            BrokerAddress {
+            let devices =
+                mqtt::devices::Devices::load(&config.registry.seeds).map_err(mqtt::Error::from)?;
+            let embedded = mqtt::start_embedded_broker(
+                &config.mqtt.embedded,
+                devices,
+                &config.mqtt.topic_prefix,
+            )?;
+            let local = |addr: SocketAddr| BrokerAddress {
                 tls: false,
                 host: addr.ip().to_string(),
                 port: addr.port(),
-            }
+            };
+            let mut own = config.mqtt.clone();
+            own.username = Some(embedded.internal_login.0.clone());
+            own.password = Some(embedded.internal_login.1.clone());
+            (local(embedded.listen), (local(embedded.internal), own))
         }
     };
 
@@ -223,7 +233,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     };
 
     let notifiers_stop = CancellationToken::new();
-    let (notifier, notifier_tasks) = start_notifiers(&config, &broker, &notifiers_stop)?;
+    let (notifier, notifier_tasks) = start_notifiers(&config, &own, &notifiers_stop)?;
     let notifier = Arc::new(notifier);
     let monitor = Arc::new(Monitor::new(
         engine.clone(),
@@ -238,6 +248,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     ));
 
     let counters = Counters::new();
+    let sequences: SharedSequences = Arc::default();
     let ingest_status = Arc::new(IngestStatus::default());
     let pipeline = Arc::new(Pipeline::new(
         registry.clone(),
@@ -250,12 +261,13 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         config.quarantine.excerpt_bytes,
         live.clone(),
         counters.clone(),
+        sequences.clone(),
     ));
     let ingest_stop = CancellationToken::new();
     let ingest = tokio::spawn(ingest::run(
         ingest::Settings {
-            address: broker.clone(),
-            mqtt: config.mqtt.clone(),
+            address: own.0.clone(),
+            mqtt: own.1.clone(),
         },
         pipeline,
         store.clone(),
@@ -274,6 +286,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         monitor: monitor.clone(),
         config: Arc::new(config.api.clone()),
         offline_after: config.stations.offline_after,
+        sequences,
         guard: Arc::new(api::auth::Guard::new(
             security.clone(),
             config.security.auth_failure_burst,

@@ -64,6 +64,9 @@ pub async fn start(mut config: Config, options: Options) -> Result<Demo, Error> 
             "the embedded broker's port is taken (another MQTT broker?); using a free port instead");
         broker_moved = Some((taken, config.mqtt.embedded.listen));
     }
+    // The simulated fleet connects without credentials: the demo's broker allows it, and
+    // says so (a deployment gives each gateway its own in devices.toml).
+    config.mqtt.embedded.allow_anonymous = true;
     let fleet = Fleet::load(&config.registry.seeds)?;
     let running = app::start(config).await?;
 

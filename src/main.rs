@@ -59,6 +59,12 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Make credentials for a gateway on the embedded broker: prints a new password (once)
+    /// and the `[[device]]` entry to add to devices.toml in the seeds directory.
+    Device {
+        #[command(subcommand)]
+        action: DeviceAction,
+    },
     /// Run only the embedded MQTT broker, as `serve` configures it, until SIGINT/SIGTERM
     /// (for measuring the broker's own ceiling; see docs/performance.md).
     Broker {
@@ -84,9 +90,23 @@ enum TokenAction {
     Revoke { id: String },
 }
 
+#[derive(Subcommand)]
+enum DeviceAction {
+    /// New credentials for a gateway publishing for `--station` (repeat for several).
+    Add {
+        #[arg(long)]
+        username: String,
+        #[arg(long = "station", required = true)]
+        stations: Vec<String>,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Device {
+            action: DeviceAction::Add { username, stations },
+        } => device_add(&username, &stations),
         Command::Token { config, action } => token(config.as_deref(), action),
         Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::Broker { config } => {
@@ -150,9 +170,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn broker_only(config: Config) -> anyhow::Result<()> {
-    let addr = quantrac::mqtt::start_embedded_broker(&config.mqtt.embedded)
-        .context("cannot start the embedded broker")?;
-    println!("embedded MQTT broker on {addr}; stop with Ctrl-C");
+    let devices = quantrac::mqtt::devices::Devices::load(&config.registry.seeds)?;
+    let broker = quantrac::mqtt::start_embedded_broker(
+        &config.mqtt.embedded,
+        devices,
+        &config.mqtt.topic_prefix,
+    )
+    .context("cannot start the embedded broker")?;
+    println!(
+        "embedded MQTT broker on {}; stop with Ctrl-C",
+        broker.listen
+    );
     stop_signal().await.context("cannot listen for signals")?;
     // rumqttd has no shutdown: it ends with the process.
     Ok(())
@@ -186,11 +214,22 @@ fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
             config.registry.seeds.display()
         )
     })?;
-    let broker = config
-        .mqtt
-        .url
-        .clone()
-        .unwrap_or_else(|| format!("embedded on {}", config.mqtt.embedded.listen));
+    let devices = quantrac::mqtt::devices::Devices::load(&config.registry.seeds)?;
+    let broker = config.mqtt.url.clone().unwrap_or_else(|| {
+        let e = &config.mqtt.embedded;
+        format!(
+            "embedded on {}{}; {} devices{}",
+            e.listen,
+            e.tls_listen
+                .map_or(String::new(), |t| format!(" and mqtts on {t}")),
+            devices.len(),
+            if e.allow_anonymous {
+                ", anonymous allowed"
+            } else {
+                ""
+            }
+        )
+    });
     println!(
         "configuration OK ({})",
         path.map_or("built-in defaults".into(), |p| p.display().to_string())
@@ -209,6 +248,30 @@ fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
         config.alerts.webhooks.len()
     );
     Ok(())
+}
+
+fn device_add(username: &str, stations: &[String]) -> anyhow::Result<()> {
+    let password = base64_password()?;
+    let hash = quantrac::mqtt::devices::hash_password(&password)?;
+    let list: Vec<String> = stations.iter().map(|s| format!("\"{s}\"")).collect();
+    let entry = format!(
+        "[[device]]\nusername = \"{username}\"\npassword_hash = \"{hash}\"\nstations = [{}]\n",
+        list.join(", ")
+    );
+    // Check it the way the broker will read it.
+    quantrac::mqtt::devices::Devices::parse(&entry).map_err(|e| anyhow::anyhow!(e))?;
+    eprintln!("password for `{username}` (give it to the gateway; it is not shown again):");
+    eprintln!("{password}");
+    eprintln!("add to devices.toml in the seeds directory, then restart quantrac:");
+    println!("{entry}");
+    Ok(())
+}
+
+/// 24 random bytes as a URL-safe password.
+fn base64_password() -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let bytes = quantrac::security::token::random::<24>()?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 fn token(config: Option<&Path>, action: TokenAction) -> anyhow::Result<()> {

@@ -58,6 +58,10 @@ pub const SPOOL_FULL_TOTAL: &str = "quantrac_spool_full_total";
 pub const MQTT_CONNECTED: &str = "quantrac_mqtt_connected";
 /// Connection attempts after a loss.
 pub const MQTT_RECONNECTS_TOTAL: &str = "quantrac_mqtt_reconnects_total";
+/// Clients the embedded broker's guard refused or disconnected, by `reason` (`anonymous`,
+/// `bad_credentials`, `will_not_allowed`, `publish_not_allowed`, `subscribe_not_allowed`,
+/// `bad_client_id`, `protocol`).
+pub const MQTT_REFUSED_TOTAL: &str = "quantrac_mqtt_refused_total";
 /// MQTT acknowledgements released after the data was durable.
 pub const MQTT_ACKS_TOTAL: &str = "quantrac_mqtt_acks_total";
 /// Acknowledgements withheld (data not durable, or the connection it came on is gone).
@@ -67,6 +71,9 @@ pub const MQTT_ACKS_WITHHELD_TOTAL: &str = "quantrac_mqtt_acks_withheld_total";
 pub const API_REQUESTS_TOTAL: &str = "quantrac_api_requests_total";
 /// API request duration in seconds, by `route`.
 pub const API_REQUEST_SECONDS: &str = "quantrac_api_request_seconds";
+/// Records a station's counter (`seq`) skipped: lost on the way, or still to come (a late
+/// record filling the gap is not subtracted here; the station's `records.missing` is exact).
+pub const RECORDS_MISSING_TOTAL: &str = "quantrac_records_missing_total";
 /// API requests refused as unauthenticated (401), by `reason` (`missing`, `malformed`,
 /// `unknown_token`, `wrong_secret`, `revoked`).
 pub const API_AUTH_FAILURES_TOTAL: &str = "quantrac_api_auth_failures_total";

@@ -17,6 +17,7 @@ use crate::live::Live;
 use crate::metrics as m;
 use crate::quarantine::{self, Counters, Reason, Rejected, Rejection};
 use crate::registry::Registry;
+use crate::security::sequence::Sequences;
 use crate::storage::{PresenceUpdate, WriteItem};
 use crate::telemetry::{self, Encoding, GatewayState, Timestamp, Topic, TopicKind};
 use crate::validate::{self, Rules};
@@ -64,7 +65,11 @@ pub struct Pipeline {
     excerpt_bytes: usize,
     live: Arc<Live>,
     counters: Arc<Counters>,
+    sequences: SharedSequences,
 }
+
+/// Record counters per station, shared with the API (which reports missing records).
+pub type SharedSequences = Arc<Mutex<Sequences>>;
 
 impl Pipeline {
     #[allow(clippy::too_many_arguments)]
@@ -76,6 +81,7 @@ impl Pipeline {
         excerpt_bytes: usize,
         live: Arc<Live>,
         counters: Arc<Counters>,
+        sequences: SharedSequences,
     ) -> Pipeline {
         Pipeline {
             registry,
@@ -85,6 +91,7 @@ impl Pipeline {
             excerpt_bytes,
             live,
             counters,
+            sequences,
         }
     }
 
@@ -121,7 +128,25 @@ impl Pipeline {
         metrics::counter!(m::MESSAGES_TOTAL, m::LABEL_ENCODING => encoding.as_str()).increment(1);
         let registry = self.registry.load();
         let decoded = telemetry::decode(encoding, payload, parsed.station);
-        let outcome = validate::validate(&registry, &self.rules, parsed, &decoded, now);
+        let outcome = {
+            let mut sequences = self.sequences.lock();
+            validate::validate(
+                &registry,
+                &self.rules,
+                parsed,
+                &decoded,
+                now,
+                &mut sequences,
+            )
+        };
+        if outcome.missing_records > 0 {
+            metrics::counter!(m::RECORDS_MISSING_TOTAL).increment(outcome.missing_records);
+            tracing::debug!(
+                station = parsed.station,
+                missing = outcome.missing_records,
+                "records skipped by the station's counter (lost, or still to come)"
+            );
+        }
         metrics::counter!(m::READINGS_ACCEPTED_TOTAL, m::LABEL_ENCODING => encoding.as_str())
             .increment(outcome.accepted.len() as u64);
         self.live.observe(&outcome.accepted, now);
@@ -299,6 +324,7 @@ mod tests {
             64,
             live.clone(),
             counters.clone(),
+            Arc::new(Mutex::new(Sequences::new())),
         );
         (p, live, counters)
     }

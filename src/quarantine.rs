@@ -20,6 +20,12 @@ pub enum Reason {
     MalformedPayload,
     UnknownStation,
     TopicMismatch,
+    /// The station requires signed records and this one is not.
+    UnsignedRecord,
+    /// The signature does not match the record (or the record lacks the `seq` it covers).
+    BadSignature,
+    /// The record's `seq` was already received, or is too old to tell.
+    ReplayedRecord,
     FutureTimestamp,
     ExpiredTimestamp,
     UnknownParameter,
@@ -30,10 +36,13 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order validation checks them.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 12] = [
         Reason::MalformedPayload,
         Reason::UnknownStation,
         Reason::TopicMismatch,
+        Reason::UnsignedRecord,
+        Reason::BadSignature,
+        Reason::ReplayedRecord,
         Reason::FutureTimestamp,
         Reason::ExpiredTimestamp,
         Reason::UnknownParameter,
@@ -47,6 +56,9 @@ impl Reason {
             Reason::MalformedPayload => "malformed_payload",
             Reason::UnknownStation => "unknown_station",
             Reason::TopicMismatch => "topic_mismatch",
+            Reason::UnsignedRecord => "unsigned_record",
+            Reason::BadSignature => "bad_signature",
+            Reason::ReplayedRecord => "replayed_record",
             Reason::FutureTimestamp => "future_timestamp",
             Reason::ExpiredTimestamp => "expired_timestamp",
             Reason::UnknownParameter => "unknown_parameter",

@@ -5,13 +5,17 @@
 //! registry's `Arc<str>` ids, so the accepted path does not allocate per reading; rejections
 //! (the rare path) carry owned strings for the quarantine.
 //!
-//! Checks run in the order of [`Reason::ALL`]: record-level first (station, topic, time),
-//! then reading-level (parameter, unit, finiteness, range). One reason per rejection.
+//! Checks run in the order of [`Reason::ALL`]: record-level first (station, topic, signature,
+//! time, then the record counter), then reading-level (parameter, unit, finiteness, range).
+//! One reason per rejection. The record counters ([`Sequences`]) are the one piece of state:
+//! passed in, like the clock, so that this stays a pure function of its arguments.
 
 use std::time::Duration;
 
 use crate::quarantine::{Reason, Rejection};
 use crate::registry::{Registry, Station};
+use crate::security::sequence::{Sequences, Verdict};
+use crate::security::signature::{self, Refusal};
 use crate::telemetry::{Decoded, Reading, Record, Timestamp, Topic};
 
 /// The time bounds a reading's timestamp must fall in.
@@ -28,6 +32,8 @@ pub struct Rules {
 pub struct Outcome {
     pub accepted: Vec<Reading>,
     pub rejected: Vec<Rejection>,
+    /// Records the station's counter skipped over (lost, or still to come).
+    pub missing_records: u64,
 }
 
 /// Validates the decoded records of one telemetry message that arrived on `topic`.
@@ -37,11 +43,14 @@ pub fn validate(
     topic: &Topic<'_>,
     decoded: &Decoded<'_>,
     now: Timestamp,
+    sequences: &mut Sequences,
 ) -> Outcome {
     let mut out = Outcome {
         accepted: Vec::with_capacity(decoded.records.iter().map(|r| r.readings.len()).sum()),
         rejected: Vec::new(),
+        missing_records: 0,
     };
+    let mut scratch = Vec::new();
     for error in &decoded.errors {
         out.rejected.push(Rejection {
             reason: Reason::MalformedPayload,
@@ -57,8 +66,16 @@ pub fn validate(
         now.saturating_add(rules.max_future),
     );
     for record in &decoded.records {
-        match check_record(registry, topic, record, bounds) {
-            Ok(station) => check_readings(station, record, &mut out),
+        let checked =
+            check_record(registry, topic, record, bounds, &mut scratch).and_then(|station| {
+                let missing = check_counter(station, record, sequences)?;
+                Ok((station, missing))
+            });
+        match checked {
+            Ok((station, missing)) => {
+                out.missing_records += missing;
+                check_readings(station, record, &mut out);
+            }
             Err((reason, detail)) => out.rejected.push(Rejection {
                 reason,
                 station: Some(record.station.clone().into_owned()),
@@ -78,6 +95,7 @@ fn check_record<'r>(
     topic: &Topic<'_>,
     record: &Record<'_>,
     (oldest, newest): (Timestamp, Timestamp),
+    scratch: &mut Vec<u8>,
 ) -> Result<&'r Station, (Reason, String)> {
     let n = record.readings.len();
     let Some(station) = registry.station(&record.station) else {
@@ -104,6 +122,36 @@ fn check_record<'r>(
             ),
         ));
     }
+    let signed = signature::check(
+        &station.signing_keys,
+        station.require_signature,
+        record,
+        scratch,
+    );
+    match signed {
+        Ok(_) => {}
+        Err(Refusal::Unsigned) => {
+            return Err((
+                Reason::UnsignedRecord,
+                format!("station `{}` must sign its records", station.id),
+            ))
+        }
+        Err(Refusal::NoSeq) => {
+            return Err((
+                Reason::BadSignature,
+                "a signed record must carry the `seq` its signature covers".to_owned(),
+            ))
+        }
+        Err(Refusal::Mismatch) => {
+            return Err((
+                Reason::BadSignature,
+                format!(
+                    "the signature matches none of station `{}`'s keys: the record was changed, or signed with another key",
+                    station.id
+                ),
+            ))
+        }
+    }
     if record.ts > newest {
         return Err((
             Reason::FutureTimestamp,
@@ -123,6 +171,33 @@ fn check_record<'r>(
         ));
     }
     Ok(station)
+}
+
+/// The record counter: replays refused, skipped records counted. Runs last among the record
+/// checks, so that only records otherwise acceptable move the counter.
+fn check_counter(
+    station: &Station,
+    record: &Record<'_>,
+    sequences: &mut Sequences,
+) -> Result<u64, (Reason, String)> {
+    let Some(seq) = record.seq else {
+        return Ok(0);
+    };
+    match sequences.check(&station.id, seq) {
+        Verdict::Fresh { missing } => Ok(missing),
+        Verdict::FillsGap => Ok(0),
+        Verdict::Replayed { highest } => Err((
+            Reason::ReplayedRecord,
+            format!("seq {seq} was already received (highest so far {highest}): a retransmission or a replay"),
+        )),
+        Verdict::TooOld { highest } => Err((
+            Reason::ReplayedRecord,
+            format!(
+                "seq {seq} is more than {} below the highest so far ({highest}): it cannot be told from a replay",
+                crate::security::sequence::WINDOW
+            ),
+        )),
+    }
 }
 
 fn check_readings(station: &Station, record: &Record<'_>, out: &mut Outcome) {
@@ -190,6 +265,9 @@ mod tests {
 
     const NOW: Timestamp = Timestamp::from_millis(1_795_662_300_000);
 
+    /// Records of the helper get increasing counters, as a gateway's do.
+    static NEXT_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
     fn registry() -> Registry {
         Registry::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds")).unwrap()
     }
@@ -217,7 +295,8 @@ mod tests {
         Record {
             station: Cow::Borrowed(station),
             ts,
-            seq: Some(1),
+            seq: Some(NEXT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+            sig: None,
             readings: readings
                 .iter()
                 .map(|&(p, v, u)| ReadingRef {
@@ -235,7 +314,14 @@ mod tests {
             records,
             errors: vec![],
         };
-        validate(&registry(), &rules(), &topic, &decoded, NOW)
+        validate(
+            &registry(),
+            &rules(),
+            &topic,
+            &decoded,
+            NOW,
+            &mut Sequences::new(),
+        )
     }
 
     fn only_reason(out: &Outcome) -> Reason {
@@ -265,7 +351,14 @@ mod tests {
             records: vec![],
             errors: vec![DecodeError::Json("missing field `ts`".into())],
         };
-        let out = validate(&registry(), &rules(), &topic("Z", "S"), &decoded, NOW);
+        let out = validate(
+            &registry(),
+            &rules(),
+            &topic("Z", "S"),
+            &decoded,
+            NOW,
+            &mut Sequences::new(),
+        );
         assert_eq!(only_reason(&out), Reason::MalformedPayload);
         assert!(out.rejected[0].detail.contains("missing field"));
     }
@@ -356,5 +449,83 @@ mod tests {
         let out = run(topic("DN-AMATA", "DN-AMATA-WW01"), vec![rec]);
         assert_eq!(out.accepted.len(), 2);
         assert_eq!(out.accepted[1].status, Status::DeviceError);
+    }
+
+    const KEY: &[u8] = b"a station key of 32 bytes, here.";
+
+    /// The seed registry with DN-AMATA-WW01 requiring signatures.
+    fn signing_registry() -> Registry {
+        let seeds = registry();
+        let stations = seeds
+            .stations()
+            .iter()
+            .cloned()
+            .map(|mut s| {
+                if &*s.id == "DN-AMATA-WW01" {
+                    s.signing_keys = vec![std::sync::Arc::from(KEY)];
+                    s.require_signature = true;
+                }
+                s
+            })
+            .collect();
+        Registry::from_parts(seeds.zones().to_vec(), stations, seeds.profiles().to_vec())
+    }
+
+    fn signed(seq: u64, value: f64) -> Record<'static> {
+        let mut r = record("DN-AMATA-WW01", NOW, &[("COD", value, "mg/L")]);
+        r.seq = Some(seq);
+        r.sig = Some(signature::sign(KEY, &r, seq));
+        r
+    }
+
+    fn judge(registry: &Registry, seqs: &mut Sequences, r: Record<'_>) -> Outcome {
+        let decoded = Decoded {
+            records: vec![r],
+            errors: vec![],
+        };
+        let t = topic("DN-AMATA", "DN-AMATA-WW01");
+        validate(registry, &rules(), &t, &decoded, NOW, seqs)
+    }
+
+    #[test]
+    fn a_station_that_signs_has_unsigned_and_altered_records_refused_with_their_own_reasons() {
+        let registry = signing_registry();
+        let mut seqs = Sequences::new();
+        let out = judge(&registry, &mut seqs, signed(1, 71.3));
+        assert_eq!(out.accepted.len(), 1, "{:?}", out.rejected);
+
+        let unsigned = record("DN-AMATA-WW01", NOW, &[("COD", 71.3, "mg/L")]);
+        assert_eq!(
+            only_reason(&judge(&registry, &mut seqs, unsigned)),
+            Reason::UnsignedRecord
+        );
+
+        let mut altered = signed(2, 71.3);
+        altered.readings[0].value = 7.13;
+        let out = judge(&registry, &mut seqs, altered);
+        assert_eq!(only_reason(&out), Reason::BadSignature);
+        assert!(out.accepted.is_empty());
+
+        // The refused records did not move the counter: seq 2 is still fresh.
+        assert_eq!(
+            judge(&registry, &mut seqs, signed(2, 70.0)).accepted.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_replayed_record_is_refused_and_skipped_records_are_counted_missing() {
+        let registry = signing_registry();
+        let mut seqs = Sequences::new();
+        assert_eq!(
+            judge(&registry, &mut seqs, signed(10, 1.0)).missing_records,
+            0
+        );
+        let replay = judge(&registry, &mut seqs, signed(10, 1.0));
+        assert_eq!(only_reason(&replay), Reason::ReplayedRecord);
+        assert!(replay.rejected[0].detail.contains("seq 10"));
+        let jump = judge(&registry, &mut seqs, signed(14, 1.0));
+        assert_eq!(jump.missing_records, 3);
+        assert_eq!(seqs.station("DN-AMATA-WW01"), Some((14, 3)));
     }
 }

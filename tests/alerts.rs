@@ -173,7 +173,10 @@ async fn cod(gw: &Publisher, value: f64) {
     let now = chrono::Utc::now().timestamp_millis();
     let ts = now.max(LAST.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1);
     LAST.fetch_max(ts, std::sync::atomic::Ordering::SeqCst);
-    let record = common::record(WW, ts, 1, &[("COD", value, "mg/L")]);
+    // The record counter goes up with every record, as a gateway's does; numbered by time
+    // like `firmware_sim::play`'s records, so that the two can take turns on a station.
+    let seq = u64::try_from(ts).unwrap_or(0);
+    let record = common::record(WW, ts, seq, &[("COD", value, "mg/L")]);
     gw.publish_records(ZONE, WW, Encoding::Json, &[record])
         .await
         .unwrap();

@@ -20,7 +20,13 @@ async fn load_at_a_fixed_rate(broker: Broker) {
     generate::write(&seeds, 20, 4, "1m").unwrap();
     site.seeds = Some(seeds.clone());
     let fleet = Fleet::load(&seeds).unwrap();
-    let svc = site.start().await;
+    // The load tool polls quantrac's API far above the default per-token rate limit.
+    let mut config = site.config();
+    config.api.rate_limit.per_token_per_second = 10_000;
+    config.api.rate_limit.per_token_burst = 10_000;
+    config.api.rate_limit.per_address_per_second = 10_000;
+    config.api.rate_limit.per_address_burst = 10_000;
+    let svc = common::Service::start(config).await;
     let mut options = BrokerOptions::new(svc.broker_url(), unique("load"));
     options.topic_prefix = Some(site.prefix.clone());
 

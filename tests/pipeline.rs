@@ -93,7 +93,12 @@ async fn each_rejection_reason_is_quarantined_with_its_reason_and_counted(broker
     let gw = svc.publisher().await;
     let now = recent_minute(0);
     let json_topic = svc.topic(&format!("{ZONE}/{WW}/telemetry/json"));
-    let good = |readings: &[(&str, f64, &str)]| record(WW, now - 60_000, 1, readings);
+    // Each record has the next counter, as a gateway's do (a repeated one is a replay).
+    let seq = std::sync::atomic::AtomicU64::new(1);
+    let good = |readings: &[(&str, f64, &str)]| {
+        let n = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        record(WW, now - 60_000, n, readings)
+    };
 
     // malformed_payload
     gw.publish_raw(&json_topic, b"{\"station\": ".to_vec(), false)
@@ -234,23 +239,25 @@ async fn a_backlog_array_is_stored_whole_and_latest_stays_the_newest(broker: Bro
     )
     .await
     .unwrap();
-    let backlog = |from: i64| -> Vec<_> {
+    // The gateway's counter runs on through its backlog: records 0..24, flushed after the
+    // live record 100 (still within the window of 1024, so they count as late, not replays).
+    let backlog = |from: i64, first_seq: u64| -> Vec<_> {
         (0..12)
             .map(|i| {
                 record(
                     WW,
                     from + i * 300_000,
-                    i as u64,
+                    first_seq + i as u64,
                     &[("COD", i as f64, "mg/L"), ("TSS", 10.0, "mg/L")],
                 )
             })
             .collect()
     };
     let t_old = t_new - 10 * 3_600_000;
-    gw.publish_records(ZONE, WW, Encoding::Json, &backlog(t_old))
+    gw.publish_records(ZONE, WW, Encoding::Json, &backlog(t_old, 0))
         .await
         .unwrap();
-    gw.publish_records(ZONE, WW, Encoding::Bincode, &backlog(t_old + 3_600_000))
+    gw.publish_records(ZONE, WW, Encoding::Bincode, &backlog(t_old + 3_600_000, 12))
         .await
         .unwrap();
     svc.wait_processed(3).await;

@@ -523,3 +523,192 @@ fn the_token_command_creates_lists_and_revokes_tokens_in_the_configured_database
         .unwrap();
     assert!(!refused.status.success());
 }
+
+/// A site on the embedded broker with one device, `gw-amata`, for DN-AMATA-WW01 only, and
+/// no anonymous access.
+fn site_with_a_device(label: &str, password: &str) -> (Site, quantrac::config::Config) {
+    let mut site = Site::new(Broker::Embedded, label);
+    let seeds = site.dir.path().join("seeds");
+    std::fs::create_dir_all(&seeds).unwrap();
+    for file in ["zones.toml", "limits.csv", "rules.toml", "stations.toml"] {
+        std::fs::copy(common::seeds().join(file), seeds.join(file)).unwrap();
+    }
+    let hash = quantrac::mqtt::devices::hash_password(password).unwrap();
+    std::fs::write(
+        seeds.join("devices.toml"),
+        format!(
+            "[[device]]\nusername = \"gw-amata\"\npassword_hash = \"{hash}\"\nstations = [\"DN-AMATA-WW01\"]\n"
+        ),
+    )
+    .unwrap();
+    site.seeds = Some(seeds);
+    let mut config = site.config();
+    config.mqtt.embedded.allow_anonymous = false;
+    (site, config)
+}
+
+fn device(svc: &Service, url: String, password: Option<&str>) -> firmware_sim::BrokerOptions {
+    let mut options = firmware_sim::BrokerOptions::new(url, common::unique("gw"));
+    let prefix = &svc.running.config().mqtt.topic_prefix;
+    options.topic_prefix = Some(prefix.clone()).filter(|p| !p.is_empty());
+    if let Some(password) = password {
+        options.username = Some("gw-amata".into());
+        options.password = Some(password.into());
+    }
+    options
+}
+
+/// The sum of a metric's samples with `label` in quantrac's /metrics.
+async fn metric(svc: &Service, name: &str, label: &str) -> f64 {
+    let text = svc
+        .http
+        .get(format!("{}/metrics", svc.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn wrong_mqtt_credentials_and_anonymous_clients_are_refused_by_the_embedded_broker() {
+    let (_site, config) = site_with_a_device("mqtt-auth", "s3cret-from-the-cli");
+    let svc = Service::start(config).await;
+    let url = svc.broker_url();
+    for password in [None, Some("wrong")] {
+        let refused = firmware_sim::Publisher::connect(device(&svc, url.clone(), password)).await;
+        assert!(
+            matches!(refused, Err(firmware_sim::publish::Error::Refused(_))),
+            "{password:?}: {refused:?}"
+        );
+    }
+    let gw = firmware_sim::Publisher::connect(device(&svc, url, Some("s3cret-from-the-cli")))
+        .await
+        .expect("the device's own credentials are accepted");
+    let rec = common::record(
+        "DN-AMATA-WW01",
+        common::recent_minute(3),
+        1,
+        &[("COD", 50.0, "mg/L")],
+    );
+    gw.publish_records(
+        "DN-AMATA",
+        "DN-AMATA-WW01",
+        firmware_sim::Encoding::Json,
+        &[rec],
+    )
+    .await
+    .unwrap();
+    gw.wait_acked().await.unwrap();
+    svc.wait_processed(1).await;
+    assert_eq!(
+        metric(&svc, "quantrac_mqtt_refused_total", "anonymous").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&svc, "quantrac_mqtt_refused_total", "bad_credentials").await,
+        1.0
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_publishing_under_another_station_is_cut_off_and_nothing_of_it_is_stored() {
+    let (_site, config) = site_with_a_device("mqtt-acl", "pw-acl");
+    let svc = Service::start(config).await;
+    let gw = firmware_sim::Publisher::connect(device(&svc, svc.broker_url(), Some("pw-acl")))
+        .await
+        .unwrap();
+    let ts = common::recent_minute(4);
+    let foreign = common::record("DN-AMATA-ST01", ts, 1, &[("SO2", 50.0, "mg/Nm3")]);
+    gw.publish_records(
+        "DN-AMATA",
+        "DN-AMATA-ST01",
+        firmware_sim::Encoding::Json,
+        &[foreign],
+    )
+    .await
+    .unwrap();
+    // The guard's counter is the only outside sign of the refusal: poll it, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&svc, "quantrac_mqtt_refused_total", "publish_not_allowed").await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ACL violation is counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(svc.running.ingest().received(), 0, "quantrac never saw it");
+    let (status, body) = svc
+        .get(&format!(
+            "/api/v1/readings?station=DN-AMATA-ST01&from={}",
+            ts - 60_000
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["readings"].as_array().unwrap().len(), 0);
+    // Its own station still works, on a new connection.
+    let gw = firmware_sim::Publisher::connect(device(&svc, svc.broker_url(), Some("pw-acl")))
+        .await
+        .unwrap();
+    let own = common::record("DN-AMATA-WW01", ts, 1, &[("COD", 50.0, "mg/L")]);
+    gw.publish_records(
+        "DN-AMATA",
+        "DN-AMATA-WW01",
+        firmware_sim::Encoding::Json,
+        &[own],
+    )
+    .await
+    .unwrap();
+    gw.wait_acked().await.unwrap();
+    svc.wait_processed(1).await;
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn devices_can_publish_over_mqtts_on_the_embedded_broker() {
+    let (site, mut config) = site_with_a_device("mqtts", "pw-tls");
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = site.dir.path().join("broker-cert.pem");
+    let key = site.dir.path().join("broker-key.pem");
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let tls_addr = quantrac::mqtt::free_local_addr().unwrap();
+    config.mqtt.embedded.tls_listen = Some(tls_addr);
+    config.mqtt.embedded.tls = Some(quantrac::config::TlsFiles {
+        cert: cert.clone(),
+        key,
+    });
+    let svc = Service::start(config).await;
+    let mut options = device(
+        &svc,
+        format!("mqtts://localhost:{}", tls_addr.port()),
+        Some("pw-tls"),
+    );
+    options.ca_file = Some(cert);
+    let gw = firmware_sim::Publisher::connect(options)
+        .await
+        .expect("mqtts works");
+    let rec = common::record(
+        "DN-AMATA-WW01",
+        common::recent_minute(6),
+        1,
+        &[("COD", 50.0, "mg/L")],
+    );
+    gw.publish_records(
+        "DN-AMATA",
+        "DN-AMATA-WW01",
+        firmware_sim::Encoding::Bincode,
+        &[rec],
+    )
+    .await
+    .unwrap();
+    gw.wait_acked().await.unwrap();
+    svc.wait_processed(1).await;
+    svc.stop().await;
+}

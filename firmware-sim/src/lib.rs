@@ -11,6 +11,7 @@
 //! - [`fleet`]: reads `seeds/stations.toml` and `seeds/limits.csv` into the stations a
 //!   gateway impersonates, with the limit in force today for each parameter.
 //! - [`record`]: the logical record ([`Record`], [`Reading`], [`Status`]).
+//! - [`sign`]: record signatures (HMAC-SHA256 over the documented canonical form).
 //! - [`encode`](mod@encode): the three encodings (JSON, bincode, tt10), byte for byte as documented, and
 //!   the topic names.
 //! - [`signal`]: the deterministic signal model and the [`Simulator`] that decides what each
@@ -27,6 +28,7 @@ pub mod publish;
 pub mod record;
 pub mod run;
 pub mod scenario;
+pub mod sign;
 pub mod signal;
 mod vntime;
 

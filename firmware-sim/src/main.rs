@@ -17,8 +17,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use firmware_sim::{
-    encode, play, run, BrokerOptions, Encoding, EncodingChoice, Fleet, RunOptions, RunReport,
-    Scenario, SimConfig, Simulator,
+    play, run, BrokerOptions, Encoding, EncodingChoice, Fleet, RunOptions, RunReport, Scenario,
+    SimConfig, Simulator,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -273,6 +273,10 @@ struct EncodeArgs {
     /// interval).
     #[arg(long)]
     at: Option<String>,
+    /// Sign the record with this HMAC key (hex); default: the station's first
+    /// `signing_keys` entry in the seeds, if any.
+    #[arg(long, value_name = "HEX")]
+    key: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -480,7 +484,18 @@ fn encode_command(args: EncodeArgs) -> anyhow::Result<()> {
     // Numbered like the live records: the index of the interval since the epoch.
     record.seq = u64::try_from(ts_ms.div_euclid(interval)).ok();
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(&encode(&[record], args.encoding))?;
+    let key = match &args.key {
+        Some(text) => Some(
+            firmware_sim::sign::key_from_hex(text)
+                .ok_or_else(|| anyhow::anyhow!("--key must be hex"))?,
+        ),
+        None => fleet.stations[index].signing_key.clone(),
+    };
+    stdout.write_all(&firmware_sim::encode::encode_signed(
+        &[record],
+        args.encoding,
+        key.as_deref(),
+    ))?;
     stdout.flush()?;
     Ok(())
 }

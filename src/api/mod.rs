@@ -61,6 +61,8 @@ pub struct ApiState {
     pub config: Arc<ApiConfig>,
     /// A station is online while its data is younger than this many expected intervals.
     pub offline_after: u32,
+    /// Record counters per station (missing records).
+    pub sequences: crate::pipeline::SharedSequences,
     /// Tokens, the audit log, failed-authentication bursts.
     pub guard: Arc<auth::Guard>,
     /// Re-reads the seeds (registry and alert rules): a summary, or why they are invalid.

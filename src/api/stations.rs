@@ -39,6 +39,14 @@ struct StationView<'a> {
     online: bool,
     /// The gateway's own announcement on the status topic.
     gateway: Option<Gateway>,
+    /// The record counter since quantrac started: highest `seq` and records missing.
+    records: Option<Records>,
+}
+
+#[derive(Serialize)]
+struct Records {
+    last_seq: u64,
+    missing: u64,
 }
 
 fn view<'a>(state: &ApiState, station: &'a Station, now: Timestamp) -> StationView<'a> {
@@ -51,6 +59,11 @@ fn view<'a>(state: &ApiState, station: &'a Station, now: Timestamp) -> StationVi
             state: g.as_str(),
             at: state.time(at),
         }),
+        records: state
+            .sequences
+            .lock()
+            .station(&station.id)
+            .map(|(last_seq, missing)| Records { last_seq, missing }),
     }
 }
 
@@ -186,6 +199,8 @@ mod tests {
             expected_interval: Duration::from_secs(60),
             limit_profile: None,
             limit_factor: 1.0,
+            signing_keys: vec![],
+            require_signature: false,
             parameters: vec![crate::registry::Parameter {
                 name: Arc::from("PM10"),
                 unit: Arc::from("ug/Nm3"),

@@ -165,6 +165,23 @@ impl Config {
         if self.api.max_query_cost == 0 {
             return invalid("api.max_query_cost", "must be positive");
         }
+        let embedded = &self.mqtt.embedded;
+        if embedded.tls_listen.is_some() != embedded.tls.is_some() {
+            return invalid(
+                "mqtt.embedded.tls_listen",
+                "needs [mqtt.embedded.tls] (cert and key), and the reverse",
+            );
+        }
+        if let Some(tls) = &embedded.tls {
+            for (key, file) in [
+                ("mqtt.embedded.tls.cert", &tls.cert),
+                ("mqtt.embedded.tls.key", &tls.key),
+            ] {
+                if !file.is_file() {
+                    return invalid(key, &format!("{} is not a file", file.display()));
+                }
+            }
+        }
         if let Some(tls) = &self.api.tls {
             for (key, file) in [("api.tls.cert", &tls.cert), ("api.tls.key", &tls.key)] {
                 if !file.is_file() {

@@ -129,6 +129,11 @@ pub struct EmbeddedBrokerConfig {
     pub max_payload_size: usize,
     pub segment_size: usize,
     pub segment_count: usize,
+    /// Accept clients without credentials (the demo); otherwise devices only.
+    pub allow_anonymous: bool,
+    /// An mqtts listener too.
+    pub tls_listen: Option<SocketAddr>,
+    pub tls: Option<TlsFiles>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

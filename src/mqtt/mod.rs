@@ -1,12 +1,15 @@
 //! MQTT plumbing shared by ingest (quantrac's subscription) and the alert publisher: client
-//! options (credentials, TLS), and the embedded broker.
+//! options (credentials, TLS), and the embedded broker with its guard ([`guard`]: device
+//! credentials and topic ACLs from [`devices`]).
 
 mod broker;
+pub mod devices;
+pub mod guard;
 mod tls;
 
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 
-pub use broker::{free_local_addr, port_is_free, start as start_embedded_broker};
+pub use broker::{free_local_addr, port_is_free, start as start_embedded_broker, Embedded};
 
 use crate::config::{BrokerAddress, MqttConfig};
 
@@ -20,6 +23,8 @@ pub enum Error {
     Tls(String),
     #[error(transparent)]
     Io(std::io::Error),
+    #[error(transparent)]
+    Devices(#[from] devices::Error),
 }
 
 /// How a client keeps its session with the broker.

@@ -71,7 +71,15 @@ struct StationSeed {
     limit_factor: f64,
     #[serde(default)]
     parameter: Vec<ParameterSeed>,
+    /// Hex HMAC-SHA256 keys (at least 16 bytes each).
+    #[serde(default)]
+    signing_keys: Vec<String>,
+    #[serde(default)]
+    require_signature: bool,
 }
+
+/// Smallest HMAC key accepted, in bytes.
+const MIN_KEY_BYTES: usize = 16;
 
 fn one() -> f64 {
     1.0
@@ -224,6 +232,18 @@ fn build(
         if !(seed.limit_factor.is_finite() && seed.limit_factor > 0.0) {
             problems.push(format!("{what}: limit_factor must be a positive number"));
         }
+        let mut signing_keys = Vec::new();
+        for (i, key) in seed.signing_keys.iter().enumerate() {
+            match crate::security::token::unhex(key) {
+                Some(bytes) if bytes.len() >= MIN_KEY_BYTES => signing_keys.push(Arc::from(bytes)),
+                _ => problems.push(format!(
+                    "{what}: signing_keys[{i}] must be hex of at least {MIN_KEY_BYTES} bytes"
+                )),
+            }
+        }
+        if seed.require_signature && seed.signing_keys.is_empty() {
+            problems.push(format!("{what}: require_signature needs signing_keys"));
+        }
         if !(-90.0..=90.0).contains(&seed.location.lat)
             || !(-180.0..=180.0).contains(&seed.location.lon)
         {
@@ -288,6 +308,8 @@ fn build(
             limit_profile: seed.limit_profile,
             limit_factor: seed.limit_factor,
             parameters,
+            signing_keys,
+            require_signature: seed.require_signature,
         });
     }
     if problems.is_empty() {

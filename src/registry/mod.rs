@@ -88,6 +88,12 @@ pub struct Station {
     pub limit_profile: Option<String>,
     pub limit_factor: f64,
     pub parameters: Vec<Parameter>,
+    /// HMAC-SHA256 keys that may sign this station's records (two while a key is rotated).
+    /// Secret: never serialized.
+    #[serde(skip)]
+    pub signing_keys: Vec<Arc<[u8]>>,
+    /// Records without a valid signature are refused.
+    pub require_signature: bool,
 }
 
 impl Station {
@@ -128,7 +134,11 @@ impl Parameter {
 
 impl Registry {
     /// Builds a registry from already-validated parts (used by the loader and by tests).
-    fn from_parts(zones: Vec<Zone>, stations: Vec<Station>, profiles: Vec<LimitProfile>) -> Self {
+    pub(crate) fn from_parts(
+        zones: Vec<Zone>,
+        stations: Vec<Station>,
+        profiles: Vec<LimitProfile>,
+    ) -> Self {
         let by_id = stations
             .iter()
             .enumerate()

@@ -8,6 +8,8 @@
 //! | [`audit`] | audit entries and their hash chain (pure) |
 //! | [`db`] | the SQLite file holding tokens and the audit log |
 //! | [`failures`] | bursts of failed authentications per address (pure state machine) |
+//! | [`signature`] | HMAC-SHA256 over a record's canonical form (pure) |
+//! | [`sequence`] | per-station record counters: replays refused, gaps counted (pure) |
 //! | [`tls`] | rustls server configuration for quantrac's listeners |
 //!
 //! `docs/security.md` is the threat model these answer.
@@ -16,6 +18,8 @@ pub mod audit;
 pub mod db;
 pub mod failures;
 pub mod role;
+pub mod sequence;
+pub mod signature;
 pub mod tls;
 pub mod token;
 

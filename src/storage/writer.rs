@@ -486,9 +486,10 @@ mod tests {
         w.write(i).await.unwrap();
         assert!(wait.wait().await);
         w.flush().await.unwrap();
-        // Replay runs on the writer's backoff; flush until it has caught up.
+        // Replay runs on the writer's backoff; flush until it has caught up and emptied the
+        // spool (the spool is truncated just after the replayed batch commits).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while memory.0.lock().len() < 5 && Instant::now() < deadline {
+        while (memory.0.lock().len() < 5 || w.spool_bytes() > 0) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
             w.flush().await.unwrap();
         }

@@ -14,8 +14,10 @@ use ::bincode::error::DecodeError as WireError;
 
 use super::{DecodeError, Decoded, ReadingRef, Record, Status, Timestamp};
 
-/// The only format version this server reads.
+/// Format version 1: records without signatures.
 pub const FORMAT_VERSION: u8 = 1;
+/// Format version 2: each record followed by an optional 32-byte signature.
+pub const FORMAT_VERSION_SIGNED: u8 = 2;
 
 /// Upper bound on the memory a single message may make the decoder reserve.
 pub const ALLOCATION_LIMIT: usize = 64 * 1024 * 1024;
@@ -23,12 +25,16 @@ pub const ALLOCATION_LIMIT: usize = 64 * 1024 * 1024;
 /// Decodes a bincode payload (version byte included).
 pub fn decode(payload: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     let (&version, body) = payload.split_first().ok_or(DecodeError::Empty)?;
-    if version != FORMAT_VERSION {
-        return Err(DecodeError::BincodeVersion(version));
-    }
     let config = ::bincode::config::standard().with_limit::<ALLOCATION_LIMIT>();
-    let (records, read): (Vec<Record<'_>>, usize) =
-        ::bincode::borrow_decode_from_slice(body, config).map_err(describe)?;
+    let (records, read): (Vec<Record<'_>>, usize) = match version {
+        FORMAT_VERSION => ::bincode::borrow_decode_from_slice(body, config).map_err(describe)?,
+        FORMAT_VERSION_SIGNED => {
+            let (signed, read): (Vec<Signed<'_>>, usize) =
+                ::bincode::borrow_decode_from_slice(body, config).map_err(describe)?;
+            (signed.into_iter().map(|s| s.0).collect(), read)
+        }
+        other => return Err(DecodeError::BincodeVersion(other)),
+    };
     if read != body.len() {
         return Err(DecodeError::TrailingBytes(body.len() - read));
     }
@@ -52,6 +58,18 @@ fn describe(error: WireError) -> DecodeError {
     DecodeError::Bincode(text)
 }
 
+/// A version 2 record: a version 1 record, then `Option<[u8; 32]>` (tag `0`, or tag `1` and
+/// the 32 signature bytes).
+struct Signed<'de>(Record<'de>);
+
+impl<'de, C> BorrowDecode<'de, C> for Signed<'de> {
+    fn borrow_decode<D: BorrowDecoder<'de, Context = C>>(d: &mut D) -> Result<Self, WireError> {
+        let mut record: Record<'de> = BorrowDecode::borrow_decode(d)?;
+        record.sig = BorrowDecode::borrow_decode(d)?;
+        Ok(Signed(record))
+    }
+}
+
 impl<'de, C> BorrowDecode<'de, C> for Record<'de> {
     fn borrow_decode<D: BorrowDecoder<'de, Context = C>>(d: &mut D) -> Result<Self, WireError> {
         let station: &'de str = BorrowDecode::borrow_decode(d)?;
@@ -63,6 +81,7 @@ impl<'de, C> BorrowDecode<'de, C> for Record<'de> {
             ts: Timestamp::from_millis(ts),
             seq,
             readings,
+            sig: None,
         })
     }
 }
@@ -139,8 +158,8 @@ pub(crate) mod tests {
     #[test]
     fn a_wrong_version_byte_is_named() {
         let mut bytes = hex(VECTOR_1);
-        bytes[0] = 2;
-        assert_eq!(decode(&bytes).unwrap_err(), DecodeError::BincodeVersion(2));
+        bytes[0] = 3;
+        assert_eq!(decode(&bytes).unwrap_err(), DecodeError::BincodeVersion(3));
     }
 
     #[test]

@@ -48,6 +48,17 @@ pub(super) fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D:
     d.deserialize_any(TsVisitor)
 }
 
+/// `sig`: 64 hex characters (an HMAC-SHA256).
+pub(super) fn signature<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
+    use serde::Deserialize as _;
+    match Option::<std::borrow::Cow<'de, str>>::deserialize(d)? {
+        None => Ok(None),
+        Some(text) => super::signature_from_hex(&text)
+            .map(Some)
+            .ok_or_else(|| de::Error::custom("`sig` must be 64 hex characters")),
+    }
+}
+
 /// `status`: `"00"`, `"01"` or `"02"`.
 pub(super) fn status<'de, D: Deserializer<'de>>(d: D) -> Result<Status, D::Error> {
     struct StatusVisitor;
@@ -105,8 +116,18 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_ignored_for_forward_compatibility() {
-        let payload = r#"{"station":"S","ts":1,"readings":[],"sig":"abc"}"#;
+        let payload = r#"{"station":"S","ts":1,"readings":[],"signed_by":"abc"}"#;
         assert_eq!(decode(payload.as_bytes()).unwrap().records.len(), 1);
+    }
+
+    #[test]
+    fn a_signature_is_64_hex_characters_or_the_payload_is_malformed() {
+        let sig = "00ff".repeat(16);
+        let payload = format!(r#"{{"station":"S","ts":1,"seq":2,"readings":[],"sig":"{sig}"}}"#);
+        let d = decode(payload.as_bytes()).unwrap();
+        assert_eq!(d.records[0].sig.unwrap()[..2], [0x00, 0xff]);
+        let short = r#"{"station":"S","ts":1,"readings":[],"sig":"abc"}"#;
+        assert!(matches!(decode(short.as_bytes()), Err(DecodeError::Json(m)) if m.contains("sig")));
     }
 
     #[test]

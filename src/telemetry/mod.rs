@@ -128,6 +128,9 @@ pub struct Record<'a> {
     pub seq: Option<u64>,
     #[serde(borrow)]
     pub readings: Vec<ReadingRef<'a>>,
+    /// HMAC-SHA256 over the record's canonical form (`docs/telemetry.md`), if signed.
+    #[serde(default, deserialize_with = "json::signature")]
+    pub sig: Option<[u8; 32]>,
 }
 
 /// One decoded (not yet validated) reading of a record.
@@ -150,7 +153,7 @@ pub enum DecodeError {
     Empty,
     #[error("invalid JSON: {0}")]
     Json(String),
-    #[error("unsupported bincode format version {0} (this server reads version 1)")]
+    #[error("unsupported bincode format version {0} (this server reads versions 1 and 2)")]
     BincodeVersion(u8),
     #[error("invalid bincode: {0}")]
     Bincode(String),
@@ -178,6 +181,20 @@ impl<'a> Decoded<'a> {
             errors: vec![error],
         }
     }
+}
+
+/// A signature written as 64 hex characters (JSON `sig`, tt10 `#SIG` lines).
+pub fn signature_from_hex(text: &str) -> Option<[u8; 32]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        let digit = |b: u8| (b as char).to_digit(16);
+        out[i] = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+    }
+    Some(out)
 }
 
 /// Decodes a telemetry payload. `topic_station` is the station named by the topic: tt10

@@ -17,20 +17,40 @@ pub fn decode<'a>(payload: &'a [u8], station: &'a str) -> Decoded<'a> {
         return Decoded::failed(DecodeError::NotUtf8);
     };
     let mut out = Decoded::default();
+    // A `#SIG` line closes the record above it: the next line starts a new one.
+    let mut closed = false;
     for (index, raw) in text.split('\n').enumerate() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         if line.trim().is_empty() {
             continue;
         }
+        if let Some(directive) = line.strip_prefix('#') {
+            let outcome = match out.records.last_mut() {
+                Some(record) if !closed => signature_line(directive, record),
+                _ => Err("a #SIG line must follow the lines of the record it signs".to_owned()),
+            };
+            closed = true;
+            if let Err(problem) = outcome {
+                out.errors.push(DecodeError::Tt10Line {
+                    line: index + 1,
+                    problem,
+                });
+            }
+            continue;
+        }
         match parse_line(line) {
             Ok((ts, reading)) => match out.records.last_mut() {
-                Some(record) if record.ts == ts => record.readings.push(reading),
-                _ => out.records.push(Record {
-                    station: Cow::Borrowed(station),
-                    ts,
-                    seq: None,
-                    readings: vec![reading],
-                }),
+                Some(record) if record.ts == ts && !closed => record.readings.push(reading),
+                _ => {
+                    closed = false;
+                    out.records.push(Record {
+                        station: Cow::Borrowed(station),
+                        ts,
+                        seq: None,
+                        readings: vec![reading],
+                        sig: None,
+                    });
+                }
             },
             Err(problem) => out.errors.push(DecodeError::Tt10Line {
                 line: index + 1,
@@ -42,6 +62,25 @@ pub fn decode<'a>(payload: &'a [u8], station: &'a str) -> Decoded<'a> {
         out.errors.push(DecodeError::Empty);
     }
     out
+}
+
+/// `SIG<TAB>seq<TAB>64 hex characters` (after the `#`): the record's counter and signature.
+fn signature_line(directive: &str, record: &mut Record<'_>) -> Result<(), String> {
+    let mut fields = directive.split('\t').map(str::trim);
+    match (fields.next(), fields.next(), fields.next(), fields.next()) {
+        (Some("SIG"), Some(seq), Some(sig), None) => {
+            record.seq = Some(
+                seq.parse()
+                    .map_err(|_| format!("#SIG: `{seq}` is not a record counter"))?,
+            );
+            record.sig = Some(
+                super::signature_from_hex(sig)
+                    .ok_or_else(|| "#SIG: the signature must be 64 hex characters".to_owned())?,
+            );
+            Ok(())
+        }
+        _ => Err("expected `#SIG<TAB>seq<TAB>signature`".to_owned()),
+    }
 }
 
 fn parse_line(line: &str) -> Result<(Timestamp, ReadingRef<'_>), String> {

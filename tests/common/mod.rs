@@ -107,8 +107,10 @@ impl Site {
         if broker == Broker::Embedded {
             let mut config = Config::builtin().mqtt.embedded;
             config.listen = quantrac::mqtt::free_local_addr().unwrap();
-            let addr = quantrac::mqtt::start_embedded_broker(&config).unwrap();
-            site.external_url = Some(format!("mqtt://{addr}"));
+            config.allow_anonymous = true;
+            let broker =
+                quantrac::mqtt::start_embedded_broker(&config, Default::default(), "").unwrap();
+            site.external_url = Some(format!("mqtt://{}", broker.listen));
         }
         site
     }
@@ -131,6 +133,9 @@ impl Site {
             (Broker::Mosquitto, None) => c.mqtt.url = Some(mosquitto_url()),
             (Broker::Embedded, None) => {
                 c.mqtt.embedded.listen = quantrac::mqtt::free_local_addr().unwrap();
+                // The test gateways connect without credentials (tests/security.rs checks
+                // the refusals).
+                c.mqtt.embedded.allow_anonymous = true;
             }
         }
         c

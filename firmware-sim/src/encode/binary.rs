@@ -11,6 +11,14 @@ use crate::record::Record;
 
 /// First byte of every bincode message; a later layout gets a new value.
 pub(crate) const VERSION: u8 = 0x01;
+/// Version 2: every record followed by `Option<[u8; 32]>`, its signature.
+pub(crate) const VERSION_SIGNED: u8 = 0x02;
+
+#[derive(Serialize)]
+struct SignedRecord<'a> {
+    record: WireRecord<'a>,
+    sig: Option<[u8; 32]>,
+}
 
 #[derive(Serialize)]
 struct WireRecord<'a> {
@@ -28,29 +36,49 @@ struct WireReading<'a> {
     status: u8,
 }
 
-pub(super) fn encode(records: &[Record]) -> Vec<u8> {
-    let wire: Vec<WireRecord<'_>> = records
-        .iter()
-        .map(|record| WireRecord {
-            station: &record.station,
-            ts: record.ts_ms,
-            seq: record.seq,
-            readings: record
-                .readings
+pub(super) fn encode(records: &[Record], key: Option<&[u8]>) -> Vec<u8> {
+    let wire: Vec<WireRecord<'_>> = records.iter().map(to_wire).collect();
+    let config = bincode::config::standard();
+    let (version, body) = match key {
+        None => (VERSION, bincode::serde::encode_to_vec(&wire, config)),
+        Some(key) => {
+            let signed: Vec<SignedRecord<'_>> = records
                 .iter()
-                .map(|r| WireReading {
-                    param: &r.param,
-                    value: r.value,
-                    unit: &r.unit,
-                    status: r.status.byte(),
+                .zip(wire)
+                .map(|(r, record)| SignedRecord {
+                    sig: r
+                        .seq
+                        .map(|seq| crate::sign::signature(key, r, r.ts_ms, seq)),
+                    record,
                 })
-                .collect(),
-        })
-        .collect();
-    let mut out = vec![VERSION];
-    let body = bincode::serde::encode_to_vec(&wire, bincode::config::standard());
+                .collect();
+            (
+                VERSION_SIGNED,
+                bincode::serde::encode_to_vec(&signed, config),
+            )
+        }
+    };
+    let mut out = vec![version];
     out.extend_from_slice(&super::in_memory(body, "bincode"));
     out
+}
+
+fn to_wire(record: &Record) -> WireRecord<'_> {
+    WireRecord {
+        station: &record.station,
+        ts: record.ts_ms,
+        seq: record.seq,
+        readings: record
+            .readings
+            .iter()
+            .map(|r| WireReading {
+                param: &r.param,
+                value: r.value,
+                unit: &r.unit,
+                status: r.status.byte(),
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -91,7 +119,7 @@ mod tests {
              00",
         );
         assert_eq!(expected.len(), 63);
-        assert_eq!(encode(&[record]), expected);
+        assert_eq!(encode(&[record], None), expected);
     }
 
     #[test]
@@ -113,7 +141,7 @@ mod tests {
              02",
         );
         assert_eq!(expected.len(), 94);
-        assert_eq!(encode(&records), expected);
+        assert_eq!(encode(&records, None), expected);
     }
 
     #[test]
@@ -126,7 +154,7 @@ mod tests {
         };
         // version, count, "S", zigzag(-1) = 1, no seq, no readings
         assert_eq!(
-            encode(&[record]),
+            encode(&[record], None),
             vec![0x01, 0x01, 0x01, b'S', 0x01, 0x00, 0x00]
         );
     }

@@ -16,6 +16,8 @@ struct JsonRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     seq: Option<u64>,
     readings: Vec<JsonReading<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sig: Option<String>,
 }
 
 /// RFC 3339 text, or epoch milliseconds for instants chrono cannot represent (both are valid
@@ -35,8 +37,8 @@ struct JsonReading<'a> {
     status: &'static str,
 }
 
-pub(super) fn encode(records: &[Record]) -> Vec<u8> {
-    let mut wire: Vec<JsonRecord<'_>> = records.iter().map(to_wire).collect();
+pub(super) fn encode(records: &[Record], key: Option<&[u8]>) -> Vec<u8> {
+    let mut wire: Vec<JsonRecord<'_>> = records.iter().map(|r| to_wire(r, key)).collect();
     let result = if wire.len() == 1 {
         let single = wire.pop();
         serde_json::to_vec(&single)
@@ -46,8 +48,12 @@ pub(super) fn encode(records: &[Record]) -> Vec<u8> {
     super::in_memory(result, "json")
 }
 
-fn to_wire(record: &Record) -> JsonRecord<'_> {
+fn to_wire<'a>(record: &'a Record, key: Option<&[u8]>) -> JsonRecord<'a> {
+    let sig = key
+        .zip(record.seq)
+        .map(|(k, seq)| crate::sign::hex(&crate::sign::signature(k, record, record.ts_ms, seq)));
     JsonRecord {
+        sig,
         station: &record.station,
         ts: rfc3339(record.ts_ms),
         seq: record.seq,
@@ -102,7 +108,7 @@ mod tests {
 
     #[test]
     fn one_record_is_a_single_object_with_a_vietnam_offset() {
-        let bytes = encode(&[record(1_795_662_300_000, Some(18231))]);
+        let bytes = encode(&[record(1_795_662_300_000, Some(18231))], None);
         let value: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(
             value,
@@ -114,10 +120,13 @@ mod tests {
 
     #[test]
     fn several_records_are_an_array_and_seq_is_omitted_when_absent() {
-        let bytes = encode(&[
-            record(1_795_662_300_000, None),
-            record(1_795_662_300_250, None),
-        ]);
+        let bytes = encode(
+            &[
+                record(1_795_662_300_000, None),
+                record(1_795_662_300_250, None),
+            ],
+            None,
+        );
         let value: Value = serde_json::from_slice(&bytes).unwrap();
         let array = value.as_array().unwrap();
         assert_eq!(array.len(), 2);
@@ -127,6 +136,6 @@ mod tests {
 
     #[test]
     fn no_records_encode_as_an_empty_array() {
-        assert_eq!(encode(&[]), b"[]");
+        assert_eq!(encode(&[], None), b"[]");
     }
 }

@@ -78,10 +78,17 @@ impl FromStr for Encoding {
 /// - `Bincode`: version byte `0x01` followed by the records, byte for byte as documented.
 /// - `Tt10`: one line per reading, Vietnam local time, `\n` line ends.
 pub fn encode(records: &[Record], encoding: Encoding) -> Vec<u8> {
+    encode_signed(records, encoding, None)
+}
+
+/// As [`encode`], each record signed with `key` when one is given (`docs/telemetry.md`,
+/// "Signed records"): JSON `sig`, bincode format version 2, tt10 `#SIG` lines. A signed
+/// record needs a `seq`; records without one are sent unsigned.
+pub fn encode_signed(records: &[Record], encoding: Encoding, key: Option<&[u8]>) -> Vec<u8> {
     match encoding {
-        Encoding::Json => json::encode(records),
-        Encoding::Bincode => binary::encode(records),
-        Encoding::Tt10 => tt10::encode(records),
+        Encoding::Json => json::encode(records, key),
+        Encoding::Bincode => binary::encode(records, key),
+        Encoding::Tt10 => tt10::encode(records, key),
     }
 }
 

@@ -10,10 +10,18 @@ use std::fmt::Write as _;
 use crate::record::Record;
 use crate::vntime;
 
-pub(super) fn encode(records: &[Record]) -> Vec<u8> {
+pub(super) fn encode(records: &[Record], key: Option<&[u8]>) -> Vec<u8> {
     let mut out = String::new();
     for record in records {
         let time = local_time(record.ts_ms);
+        let signature = key.zip(record.seq).map(|(k, seq)| {
+            // The file carries whole seconds: the signature covers the time it carries.
+            let ts_ms = record.ts_ms - record.ts_ms.rem_euclid(1000);
+            (
+                seq,
+                crate::sign::hex(&crate::sign::signature(k, record, ts_ms, seq)),
+            )
+        });
         for r in &record.readings {
             // Writing into a String cannot fail.
             let _ = writeln!(
@@ -25,6 +33,9 @@ pub(super) fn encode(records: &[Record]) -> Vec<u8> {
                 time,
                 r.status.code()
             );
+        }
+        if let Some((seq, sig)) = signature {
+            let _ = writeln!(out, "#SIG\t{seq}\t{sig}");
         }
     }
     out.into_bytes()
@@ -66,7 +77,7 @@ mod tests {
                 },
             ],
         };
-        let text = String::from_utf8(encode(&[record])).unwrap_or_default();
+        let text = String::from_utf8(encode(&[record], None)).unwrap_or_default();
         assert_eq!(
             text,
             "PM2.5\t35.5\tug/Nm3\t20261126100500\t00\nCO\t7\tug/Nm3\t20261126100500\t02\n"

@@ -44,6 +44,11 @@ pub enum Error {
         message: String,
     },
     /// A station's `expected_interval` is not a positive duration such as `5m`.
+    #[error("station {station}: signing_keys[0] is not hex")]
+    Key {
+        /// The station.
+        station: String,
+    },
     #[error("station {station}: invalid expected_interval `{value}`")]
     Interval {
         /// The station id.
@@ -91,6 +96,8 @@ pub struct StationSpec {
     pub expected_interval: Duration,
     /// Configured parameters, in registry order.
     pub parameters: Vec<ParamSpec>,
+    /// The key the station signs its records with (the first of `signing_keys`), if any.
+    pub signing_key: Option<Vec<u8>>,
 }
 
 /// One configured parameter, with the limit in force today.
@@ -167,6 +174,8 @@ struct StationToml {
     limit_factor: Option<f64>,
     #[serde(default)]
     parameter: Vec<ParamToml>,
+    #[serde(default)]
+    signing_keys: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -212,12 +221,19 @@ impl StationToml {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let signing_key = match self.signing_keys.first() {
+            Some(text) => Some(crate::sign::key_from_hex(text).ok_or_else(|| Error::Key {
+                station: self.id.clone(),
+            })?),
+            None => None,
+        };
         Ok(StationSpec {
             id: self.id,
             zone: self.zone,
             kind: self.kind,
             expected_interval,
             parameters,
+            signing_key,
         })
     }
 }

@@ -170,7 +170,8 @@ pub async fn load(options: LoadOptions, fleet: &Fleet) -> Result<LoadReport, Err
         chosen.clone()
     };
     let resolution = resolution_ms(options.encoding);
-    let mut traffic = Traffic::new(regular, options.params, resolution);
+    let mut traffic = Traffic::new(regular, options.params, resolution)
+        .numbered_from(u64::try_from(now_ms()).unwrap_or(0));
     let probe_every = ALERT_PROBE_EVERY.max(Duration::from_millis(resolution.unsigned_abs()));
     let quantrac = Quantrac::new(&options.api, options.token.as_deref())?;
     let stored_before = quantrac

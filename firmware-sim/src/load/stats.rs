@@ -73,9 +73,7 @@ impl Quantrac {
     /// when quantrac does not report it.
     pub async fn metric(&self, name: &str) -> Result<Option<f64>, Error> {
         let text = self
-            .http
-            .get(format!("{}/metrics", self.api))
-            .send()
+            .get(&format!("{}/metrics", self.api))
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(|e| Error::Api(format!("GET /metrics: {e}")))?
@@ -85,6 +83,33 @@ impl Quantrac {
         Ok(sum_of(&text, name))
     }
 
+    /// GET `url`, waiting out quantrac's rate limit (429 with `Retry-After`, in seconds) a
+    /// bounded number of times rather than failing the measurement. Run the load against a
+    /// quantrac whose `api.rate_limit` allows the polling (perf.py does), or the waits show
+    /// in the latencies.
+    async fn get(&self, url: &str) -> reqwest::Result<reqwest::Response> {
+        const ATTEMPTS: u32 = 30;
+        let mut attempt = 1;
+        loop {
+            let response = self.http.get(url).send().await?;
+            if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS || attempt == ATTEMPTS {
+                return Ok(response);
+            }
+            let wait = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .unwrap_or(1)
+                .clamp(1, 5);
+            tracing::warn!(
+                wait,
+                "quantrac's API rate limit reached; waiting as it asks"
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            attempt += 1;
+        }
+    }
+
     /// Whether the reading `(station, param, ts_ms)` is stored, by the readings API.
     pub async fn is_stored(&self, station: &str, param: &str, ts_ms: i64) -> bool {
         let url = format!(
@@ -92,7 +117,7 @@ impl Quantrac {
             self.api,
             ts_ms + 1
         );
-        match self.http.get(&url).send().await {
+        match self.get(&url).await {
             Ok(response) => response
                 .json::<serde_json::Value>()
                 .await

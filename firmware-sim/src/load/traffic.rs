@@ -14,7 +14,8 @@ pub struct Traffic<'a> {
     last_ts: Vec<i64>,
     resolution_ms: i64,
     next: usize,
-    seq: u64,
+    /// Each station's record counter (`seq`).
+    seqs: Vec<u64>,
 }
 
 impl<'a> Traffic<'a> {
@@ -26,14 +27,24 @@ impl<'a> Traffic<'a> {
             .map(|s| s.parameters.len())
             .min()
             .unwrap_or(0);
+        let stations_len = stations.len();
         Traffic {
             last_ts: vec![i64::MIN / 2; stations.len()],
             resolution_ms: resolution_ms.max(1),
             params: params.clamp(1, fewest.max(1)),
             stations,
             next: 0,
-            seq: 0,
+            seqs: vec![0; stations_len],
         }
+    }
+
+    /// Numbers each station's records from `first` on. Gateways keep their counter across
+    /// restarts; a load that starts its counters at the wall clock in milliseconds stays
+    /// above an earlier load on the same quantrac (which refuses a repeated `seq` as a replay)
+    /// as long as no station sends more than a record per millisecond.
+    pub fn numbered_from(mut self, first: u64) -> Traffic<'a> {
+        self.seqs.fill(first);
+        self
     }
 
     /// Readings per record.
@@ -51,7 +62,7 @@ impl<'a> Traffic<'a> {
         let station = self.stations[k];
         let ts_ms = next_time(now_ms, self.last_ts[k], self.resolution_ms);
         self.last_ts[k] = ts_ms;
-        self.seq += 1;
+        self.seqs[k] += 1;
         let readings = station
             .parameters
             .iter()
@@ -66,7 +77,7 @@ impl<'a> Traffic<'a> {
         let record = Record {
             station: station.id.clone(),
             ts_ms,
-            seq: Some(self.seq),
+            seq: Some(self.seqs[k]),
             readings,
         };
         Some((station, record))

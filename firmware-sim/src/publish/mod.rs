@@ -166,9 +166,22 @@ impl Publisher {
         encoding: Encoding,
         records: &[Record],
     ) -> Result<()> {
-        let topic = encode::telemetry_topic(self.topic_prefix(), zone, station, encoding);
-        self.publish_raw(&topic, encode::encode(records, encoding), false)
+        self.publish_signed(zone, station, encoding, records, None)
             .await
+    }
+
+    /// As [`Publisher::publish_records`], each record signed with `key` when one is given.
+    pub async fn publish_signed(
+        &self,
+        zone: &str,
+        station: &str,
+        encoding: Encoding,
+        records: &[Record],
+        key: Option<&[u8]>,
+    ) -> Result<()> {
+        let topic = encode::telemetry_topic(self.topic_prefix(), zone, station, encoding);
+        let payload = encode::encode_signed(records, encoding, key);
+        self.publish_raw(&topic, payload, false).await
     }
 
     /// Publishes `payload` on exactly `topic` (no prefix added), QoS 1.

@@ -141,6 +141,8 @@ struct Gateway {
     /// The registry's expected interval: the spacing of its stored history (a logger keeps
     /// what it measured, at its real pace, whatever the demo's live pace).
     history_interval_ms: i64,
+    /// Signs its records with this key (the registry's `signing_keys`).
+    key: Option<Vec<u8>>,
 }
 
 /// Runs the simulation until `cancel` fires or `options.duration` elapses.
@@ -164,6 +166,7 @@ pub async fn run(
                 encoding: options.encoding.for_station(i),
                 interval_ms: ms(interval),
                 history_interval_ms: ms(spec.expected_interval),
+                key: spec.signing_key.clone(),
             }
         })
         .collect();
@@ -255,12 +258,17 @@ async fn publish(
     message: &Outgoing,
     report: &mut RunReport,
 ) -> Result<()> {
-    let encoding = gateways
-        .iter()
-        .find(|g| g.id == message.station)
-        .map_or(Encoding::Json, |g| g.encoding);
+    let gateway = gateways.iter().find(|g| g.id == message.station);
+    let encoding = gateway.map_or(Encoding::Json, |g| g.encoding);
+    let key = gateway.and_then(|g| g.key.as_deref());
     publisher
-        .publish_records(&message.zone, &message.station, encoding, &message.records)
+        .publish_signed(
+            &message.zone,
+            &message.station,
+            encoding,
+            &message.records,
+            key,
+        )
         .await?;
     report.count(message);
     Ok(())

@@ -21,7 +21,9 @@ pub async fn play(
 ) -> Result<RunReport> {
     let started = tokio::time::Instant::now();
     let mut report = RunReport::default();
-    let mut seq = 0;
+    // Records are numbered by the wall clock in milliseconds (and at least one apart), so
+    // that scenarios played one after another on a station keep its counter increasing.
+    let mut seq: u64 = 0;
     for (i, step) in steps.iter().enumerate() {
         if i > 0 {
             tokio::time::sleep(interval).await;
@@ -37,8 +39,8 @@ pub async fn play(
                     .await?;
             }
             Step::Reading { .. } => {
-                seq += 1;
                 let now = chrono::Utc::now().timestamp_millis();
+                seq = (seq + 1).max(u64::try_from(now).unwrap_or(0));
                 if let Some(record) = step.record(station, param, now, seq) {
                     publisher
                         .publish_records(

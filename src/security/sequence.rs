@@ -1,0 +1,245 @@
+//! Record counters (`seq`) per station: replays are refused, gaps are counted as missing
+//! records. A pure state machine, like the anti-replay window of IPsec (RFC 4303 §3.4.3).
+//!
+//! Each station has a window of the last [`WINDOW`] sequence numbers below the highest one
+//! seen. A record is fresh if its `seq` is above the highest, or inside the window and not
+//! seen yet (a backlog published a little out of order); it is a replay if it was seen, and
+//! too old if it falls below the window. Jumping ahead by `k` counts `k - 1` records missing;
+//! a late record filling a hole takes one back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// How far below the highest `seq` a record may still arrive.
+pub const WINDOW: u64 = 1024;
+const WORDS: usize = (WINDOW / 64) as usize;
+
+/// What a record's `seq` means for its station.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// New: accept. `missing` is how many records the jump skipped (0 for the next one).
+    Fresh { missing: u64 },
+    /// A late record that fills a hole counted missing before.
+    FillsGap,
+    /// This `seq` was already accepted.
+    Replayed { highest: u64 },
+    /// Below the window: it cannot be told from a replay.
+    TooOld { highest: u64 },
+}
+
+/// One station's window. Bit `i` of `seen` is the record `highest - i`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Window {
+    pub highest: u64,
+    pub seen: [u64; WORDS],
+    /// Records skipped and not (yet) filled since tracking started.
+    pub missing: u64,
+}
+
+impl Window {
+    fn first(seq: u64) -> Window {
+        let mut seen = [0; WORDS];
+        seen[0] = 1;
+        Window {
+            highest: seq,
+            seen,
+            missing: 0,
+        }
+    }
+
+    fn bit(&self, back: u64) -> bool {
+        let (word, bit) = ((back / 64) as usize, back % 64);
+        self.seen[word] & (1 << bit) != 0
+    }
+
+    fn set(&mut self, back: u64) {
+        let (word, bit) = ((back / 64) as usize, back % 64);
+        self.seen[word] |= 1 << bit;
+    }
+
+    /// Shifts the window so that `seq` (above `highest`) becomes the highest.
+    fn advance(&mut self, seq: u64) {
+        let shift = seq - self.highest;
+        if shift >= WINDOW {
+            self.seen = [0; WORDS];
+        } else {
+            let (words, bits) = ((shift / 64) as usize, (shift % 64) as u32);
+            for i in (0..WORDS).rev() {
+                let from = i.checked_sub(words);
+                let high = from.map_or(0, |f| self.seen[f] << bits);
+                let low = match from.and_then(|f| f.checked_sub(1)) {
+                    Some(f) if bits > 0 => self.seen[f] >> (64 - bits),
+                    _ => 0,
+                };
+                self.seen[i] = high | low;
+            }
+        }
+        self.highest = seq;
+        self.set(0);
+    }
+
+    /// Judges `seq` and records it when it is accepted.
+    pub fn check(&mut self, seq: u64) -> Verdict {
+        if seq > self.highest {
+            let missing = seq - self.highest - 1;
+            self.advance(seq);
+            self.missing += missing;
+            return Verdict::Fresh { missing };
+        }
+        let back = self.highest - seq;
+        if back >= WINDOW {
+            return Verdict::TooOld {
+                highest: self.highest,
+            };
+        }
+        if self.bit(back) {
+            return Verdict::Replayed {
+                highest: self.highest,
+            };
+        }
+        self.set(back);
+        self.missing = self.missing.saturating_sub(1);
+        Verdict::FillsGap
+    }
+}
+
+/// Every station's window.
+#[derive(Debug, Default)]
+pub struct Sequences {
+    windows: HashMap<Arc<str>, Window>,
+    /// Stations whose window changed since [`Sequences::take_changed`].
+    changed: Vec<Arc<str>>,
+}
+
+impl Sequences {
+    pub fn new() -> Sequences {
+        Sequences::default()
+    }
+
+    /// Starts from saved windows (after a restart).
+    pub fn restore(windows: impl IntoIterator<Item = (Arc<str>, Window)>) -> Sequences {
+        Sequences {
+            windows: windows.into_iter().collect(),
+            changed: Vec::new(),
+        }
+    }
+
+    /// Judges record `seq` of `station`; the first record of a station is always fresh.
+    pub fn check(&mut self, station: &Arc<str>, seq: u64) -> Verdict {
+        let verdict = match self.windows.get_mut(station) {
+            Some(w) => w.check(seq),
+            None => {
+                self.windows.insert(station.clone(), Window::first(seq));
+                Verdict::Fresh { missing: 0 }
+            }
+        };
+        if matches!(verdict, Verdict::Fresh { .. } | Verdict::FillsGap) {
+            self.changed.push(station.clone());
+        }
+        verdict
+    }
+
+    /// A station's highest `seq` and its missing-record count.
+    pub fn station(&self, station: &str) -> Option<(u64, u64)> {
+        self.windows.get(station).map(|w| (w.highest, w.missing))
+    }
+
+    /// The windows that changed since the last call (for saving).
+    pub fn take_changed(&mut self) -> Vec<(Arc<str>, Window)> {
+        let mut names = std::mem::take(&mut self.changed);
+        names.sort_unstable();
+        names.dedup();
+        names
+            .into_iter()
+            .filter_map(|n| self.windows.get(&n).map(|w| (n, w.clone())))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn station() -> Arc<str> {
+        Arc::from("S1")
+    }
+
+    #[test]
+    fn increasing_seqs_are_fresh_and_a_repeat_is_a_replay() {
+        let mut s = Sequences::new();
+        let id = station();
+        assert_eq!(s.check(&id, 10), Verdict::Fresh { missing: 0 });
+        assert_eq!(s.check(&id, 11), Verdict::Fresh { missing: 0 });
+        assert_eq!(s.check(&id, 11), Verdict::Replayed { highest: 11 });
+        assert_eq!(s.check(&id, 10), Verdict::Replayed { highest: 11 });
+    }
+
+    #[test]
+    fn a_jump_counts_missing_records_and_late_ones_fill_the_gap_once() {
+        let mut s = Sequences::new();
+        let id = station();
+        s.check(&id, 1);
+        assert_eq!(s.check(&id, 5), Verdict::Fresh { missing: 3 });
+        assert_eq!(s.station("S1"), Some((5, 3)));
+        assert_eq!(s.check(&id, 3), Verdict::FillsGap);
+        assert_eq!(s.station("S1"), Some((5, 2)));
+        assert_eq!(s.check(&id, 3), Verdict::Replayed { highest: 5 });
+    }
+
+    #[test]
+    fn records_below_the_window_are_too_old_to_tell_from_replays() {
+        let mut s = Sequences::new();
+        let id = station();
+        s.check(&id, 5000);
+        assert_eq!(
+            s.check(&id, 5000 - WINDOW),
+            Verdict::TooOld { highest: 5000 }
+        );
+        assert_eq!(s.check(&id, 5000 - WINDOW + 1), Verdict::FillsGap);
+    }
+
+    #[test]
+    fn the_window_remembers_across_shifts_of_every_size() {
+        for step in [1, 3, 63, 64, 65, 200, 1023, 1024, 5000] {
+            let mut w = Window::first(0);
+            let mut accepted = vec![0u64];
+            let mut seq = 0;
+            for _ in 0..20 {
+                seq += step;
+                assert!(matches!(w.check(seq), Verdict::Fresh { .. }));
+                accepted.push(seq);
+            }
+            for &a in &accepted {
+                let verdict = w.check(a);
+                if seq - a < WINDOW {
+                    assert_eq!(
+                        verdict,
+                        Verdict::Replayed { highest: seq },
+                        "step {step}, seq {a}"
+                    );
+                } else {
+                    assert_eq!(
+                        verdict,
+                        Verdict::TooOld { highest: seq },
+                        "step {step}, seq {a}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn changed_windows_are_reported_once_for_saving() {
+        let mut s = Sequences::new();
+        let id = station();
+        s.check(&id, 1);
+        s.check(&id, 2);
+        s.check(&id, 2);
+        let changed = s.take_changed();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].1.highest, 2);
+        assert!(s.take_changed().is_empty());
+        let mut again = Sequences::restore(changed);
+        assert_eq!(again.check(&id, 2), Verdict::Replayed { highest: 2 });
+    }
+}
