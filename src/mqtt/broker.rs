@@ -77,6 +77,12 @@ pub fn start(
         }
         _ => None,
     };
+    if !config.allow_anonymous && devices.is_empty() {
+        tracing::warn!(
+            "the embedded broker refuses anonymous clients and devices.toml lists no device: \
+             no gateway can connect (quantrac device add, or mqtt.embedded.allow_anonymous)"
+        );
+    }
     let internal = free_local_addr()?;
     let secret = crate::security::token::random::<24>().map_err(|e| Error::Tls(e.to_string()))?;
     let internal_login = (
