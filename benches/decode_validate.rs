@@ -137,6 +137,41 @@ fn bench(c: &mut Criterion) {
         }
         group.finish();
     }
+    signatures(c, &live_records[0]);
+}
+
+/// What a signed station costs: checking one record's HMAC-SHA256 (the canonical form
+/// written into a reused buffer), and the record counter's window.
+fn signatures(c: &mut Criterion, record: &firmware_sim::Record) {
+    use quantrac::security::signature;
+    let key: Arc<[u8]> = Arc::from(&b"0123456789abcdef0123456789abcdef"[..]);
+    let mut numbered = record.clone();
+    numbered.seq = Some(1);
+    let payload = firmware_sim::encode::encode_signed(&[numbered], Encoding::Bincode, Some(&key));
+    let decoded = telemetry::decode(telemetry::Encoding::Bincode, &payload, STATION);
+    let signed = &decoded.records[0];
+    let readings = signed.readings.len() as u64;
+    let mut group = c.benchmark_group("security");
+    group.throughput(Throughput::Elements(readings));
+    let keys = [key];
+    let mut scratch = Vec::new();
+    group.bench_function("verify_signature", |b| {
+        b.iter(|| {
+            let verdict = signature::check(&keys, true, signed, &mut scratch);
+            assert_eq!(verdict, Ok(true));
+        })
+    });
+    let station: Arc<str> = Arc::from(STATION);
+    let mut sequences = Sequences::new();
+    let mut seq = 0u64;
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("record_counter", |b| {
+        b.iter(|| {
+            seq += 1;
+            sequences.check(&station, seq)
+        })
+    });
+    group.finish();
 }
 
 criterion_group! {

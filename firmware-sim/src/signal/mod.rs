@@ -112,6 +112,8 @@ struct Link {
     backlog: Vec<Record>,
     /// The last message sent, for duplicates.
     last_message: Option<Vec<Record>>,
+    /// The gateway's next record counter; `None` before its first record.
+    next_seq: Option<u64>,
 }
 
 impl Simulator {
@@ -254,7 +256,8 @@ impl Simulator {
     /// its link is down are held back and flushed, oldest first, together with the first
     /// record after the link returns (in messages of at most [`MAX_RECORDS_PER_MESSAGE`]).
     /// Occasionally a send is preceded by a re-send of the previous message, as a gateway does
-    /// when it missed an acknowledgement. `seq` is the index of the interval since the epoch.
+    /// when it missed an acknowledgement. `seq` counts the station's records (see
+    /// [`Simulator::next_seq`]).
     ///
     /// # Panics
     /// If `station >= self.len()`, like slice indexing.
@@ -273,7 +276,7 @@ impl Simulator {
         let mut ts = first;
         while ts <= current {
             let mut record = self.sample(station, ts);
-            record.seq = seq(ts, interval);
+            record.seq = self.next_seq(station, ts, interval);
             let link = &mut self.links[station];
             if link.backlog.len() >= MAX_BACKLOG_RECORDS {
                 link.backlog.remove(0);
@@ -297,6 +300,16 @@ impl Simulator {
         out
     }
 
+    /// The station's next record counter: one more than its previous record's, as a gateway
+    /// counts; the first is the index of `ts`'s interval since the epoch (so that a restarted
+    /// simulation starts above an earlier one's counters).
+    fn next_seq(&mut self, station: usize, ts: i64, interval: i64) -> Option<u64> {
+        let link = &mut self.links[station];
+        let seq = link.next_seq.or_else(|| seq(ts, interval))?;
+        link.next_seq = Some(seq + 1);
+        Some(seq)
+    }
+
     /// Makes the next tick of every station produce the records from `from_ms` on (aligned
     /// up on the interval), e.g. right after a backfill that ended at `from_ms`.
     pub fn start_from(&mut self, from_ms: i64) {
@@ -310,7 +323,7 @@ impl Simulator {
     /// of at most `per_message` records, oldest messages first. No dropouts or duplicates:
     /// this is what the gateways stored.
     pub fn history(
-        &self,
+        &mut self,
         from_ms: i64,
         to_ms: i64,
         interval_ms: i64,
@@ -321,7 +334,7 @@ impl Simulator {
 
     /// [`Simulator::history`] with an interval per station.
     pub(crate) fn history_by(
-        &self,
+        &mut self,
         from_ms: i64,
         to_ms: i64,
         per_message: usize,
@@ -329,22 +342,24 @@ impl Simulator {
     ) -> Vec<Outgoing> {
         let per_message = per_message.max(1);
         let mut messages: Vec<(i64, usize, Outgoing)> = Vec::new();
-        for (index, model) in self.stations.iter().enumerate() {
+        for index in 0..self.stations.len() {
             let interval = interval_of(index).max(1);
             let mut records = Vec::new();
             let mut ts = align_up(from_ms, interval);
             while ts < to_ms {
                 let mut record = self.sample(index, ts);
-                record.seq = seq(ts, interval);
+                record.seq = self.next_seq(index, ts, interval);
                 records.push(record);
                 if records.len() == per_message {
+                    let model = &self.stations[index];
                     messages.push((records[0].ts_ms, index, model.message(records)));
                     records = Vec::new();
                 }
                 ts += interval;
             }
             if let Some(first) = records.first() {
-                messages.push((first.ts_ms, index, model.message(records)));
+                let ts = first.ts_ms;
+                messages.push((ts, index, self.stations[index].message(records)));
             }
         }
         messages.sort_by_key(|(ts, index, _)| (*ts, *index));

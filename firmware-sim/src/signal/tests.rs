@@ -287,8 +287,30 @@ fn start_from_resumes_right_after_a_backfill() {
 }
 
 #[test]
+fn the_record_counter_runs_on_from_the_backfill_into_live_records_at_another_pace() {
+    let mut sim = simulator(SimConfig::quiet(1));
+    let now = T0 + 2 * MINUTE;
+    let history = sim.history(now - DAY, now, 5 * MINUTE, 12);
+    sim.start_from(now);
+    let live = sim.tick_station(0, now + 30_000, 10_000);
+    let last_history = history
+        .iter()
+        .filter(|m| m.station == "WW")
+        .flat_map(|m| &m.records)
+        .filter_map(|r| r.seq)
+        .max()
+        .unwrap();
+    let first_live = live[0].records[0].seq.unwrap();
+    assert_eq!(
+        first_live,
+        last_history + 1,
+        "no gap: quantrac would count it as missing"
+    );
+}
+
+#[test]
 fn history_covers_the_range_in_messages_of_at_most_the_asked_size() {
-    let sim = simulator(SimConfig::default());
+    let mut sim = simulator(SimConfig::default());
     let from = T0 - 1;
     let to = T0 + DAY;
     let messages = sim.history(from, to, 5 * MINUTE, 12);
