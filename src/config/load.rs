@@ -159,6 +159,12 @@ impl Config {
         {
             return invalid("api.rate_limit", "every rate and burst must be positive");
         }
+        if r.per_token_per_second > 1_000_000 || r.per_address_per_second > 1_000_000 {
+            return invalid(
+                "api.rate_limit",
+                "a rate may not exceed 1,000,000 per second",
+            );
+        }
         if self.api.max_header_bytes < 8192 {
             return invalid("api.max_header_bytes", "must be at least 8192");
         }
@@ -338,6 +344,19 @@ mod tests {
                 "docs/configuration.md misses `{key}`"
             );
         }
+    }
+
+    #[test]
+    fn rate_limits_must_make_a_quota() {
+        let mut c = Config::builtin();
+        c.api.rate_limit.per_token_per_second = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("api.rate_limit"));
+        c.api.rate_limit.per_token_per_second = 2_000_000_000;
+        assert!(c.validate().unwrap_err().to_string().contains("1,000,000"));
     }
 
     #[test]
