@@ -306,15 +306,7 @@ async fn health_readiness_and_metrics_report_the_broker_and_the_store() {
     assert!(text.contains("quantrac_mqtt_connected"), "{text}");
     // Requests are counted and timed by route pattern, never by concrete path.
     svc.ok(&format!("/api/v1/stations/{AQ}")).await;
-    let text = svc
-        .http
-        .get(format!("{}/metrics", svc.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = svc.metrics_text().await;
     for expected in [
         "quantrac_api_requests_total{route=\"/api/v1/stations/{id}\",status=\"200\"}",
         "quantrac_api_request_seconds_bucket{route=\"/api/v1/stations/{id}\",le=\"0.001\"}",

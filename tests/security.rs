@@ -429,12 +429,11 @@ async fn the_api_speaks_https_when_given_a_certificate() {
     });
     let svc = Service::start(config).await;
     let addr = svc.running.api_addr;
-    let trusted = reqwest::Client::builder()
+    let trusted = common::authorized_builder(&svc.token)
         .add_root_certificate(
             reqwest::Certificate::from_pem(generated.cert.pem().as_bytes()).unwrap(),
         )
         .resolve("quantrac.test", addr)
-        .bearer_default(&svc.token)
         .build()
         .unwrap();
     let response = trusted
@@ -456,22 +455,6 @@ async fn the_api_speaks_https_when_given_a_certificate() {
         "plain HTTP is not served on the TLS port"
     );
     svc.stop().await;
-}
-
-/// `reqwest::ClientBuilder` with a default bearer token.
-trait BearerDefault {
-    fn bearer_default(self, token: &str) -> Self;
-}
-
-impl BearerDefault for reqwest::ClientBuilder {
-    fn bearer_default(self, token: &str) -> Self {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {token}").parse().unwrap(),
-        );
-        self.default_headers(headers)
-    }
 }
 
 #[test]
@@ -560,15 +543,7 @@ fn device(svc: &Service, url: String, password: Option<&str>) -> firmware_sim::B
 
 /// The sum of a metric's samples with `label` in quantrac's /metrics.
 async fn metric(svc: &Service, name: &str, label: &str) -> f64 {
-    let text = svc
-        .http
-        .get(format!("{}/metrics", svc.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = svc.metrics_text().await;
     text.lines()
         .filter(|l| l.starts_with(name) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

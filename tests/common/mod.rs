@@ -170,13 +170,15 @@ pub struct Service {
 
 /// An HTTP client that sends `token` as its bearer token.
 pub fn authorized(token: &str) -> reqwest::Client {
+    authorized_builder(token).build().unwrap()
+}
+
+/// A client builder whose requests carry `token` (add TLS roots and the like to it).
+pub fn authorized_builder(token: &str) -> reqwest::ClientBuilder {
     let mut headers = reqwest::header::HeaderMap::new();
     let value = format!("Bearer {token}").parse().unwrap();
     headers.insert(reqwest::header::AUTHORIZATION, value);
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
+    reqwest::Client::builder().default_headers(headers)
 }
 
 impl Service {
@@ -257,6 +259,18 @@ impl Service {
         let status = response.status().as_u16();
         let body = response.json::<Value>().await.unwrap_or(Value::Null);
         (status, body)
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("the API answers")
+            .text()
+            .await
+            .unwrap()
     }
 
     /// GET that must answer 200.
