@@ -29,6 +29,7 @@
 //! | [`telemetry`] | domain types and the three wire encodings (JSON, bincode, tt10) |
 //! | [`config`] | typed configuration, built-in defaults, environment overrides |
 //! | [`metrics`] | metric names |
+//! | [`logging`] | `tracing` setup: human or JSON lines on stderr, never blocking the pipeline |
 //! | [`shutdown`] | ordered, bounded shutdown steps and their report |
 //!
 //! # Guarantees
@@ -45,6 +46,7 @@ pub mod config;
 pub mod demo;
 pub mod ingest;
 pub mod live;
+pub mod logging;
 pub mod metrics;
 pub mod monitor;
 pub mod mqtt;

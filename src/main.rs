@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use quantrac::config::{Config, LogConfig, LogFormat};
+use quantrac::config::Config;
 use quantrac::registry::Registry;
 use quantrac::security::{Role, SecurityDb};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -111,12 +110,12 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::Broker { config } => {
             let config = load(config.as_deref())?;
-            init_logging(&config.log)?;
+            let _logs = quantrac::logging::init(&config.log)?;
             runtime()?.block_on(broker_only(config))
         }
         Command::Serve { config } => {
             let config = load(config.as_deref())?;
-            init_logging(&config.log)?;
+            let _logs = quantrac::logging::init(&config.log)?;
             runtime()?.block_on(serve(config))
         }
         Command::Demo {
@@ -127,7 +126,7 @@ fn main() -> anyhow::Result<()> {
             seed,
         } => {
             let config = load(config.as_deref())?;
-            init_logging(&config.log)?;
+            let _logs = quantrac::logging::init(&config.log)?;
             let options = quantrac::demo::Options {
                 stations,
                 interval,
@@ -316,28 +315,6 @@ fn token(config: Option<&Path>, action: TokenAction) -> anyhow::Result<()> {
             let info = db.revoke_token(&id, &actor, None)?;
             println!("revoked {} token {} `{}`", info.role, info.id, info.name);
         }
-    }
-    Ok(())
-}
-
-fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.is_empty() => EnvFilter::try_new(spec),
-        // The embedded broker logs every connection, and harmless races at disconnect as
-        // errors; quantrac reports what matters itself. Opt in with e.g. "info,rumqttd=info".
-        _ if !log.level.contains("rumqttd") => {
-            EnvFilter::try_new(format!("{},rumqttd=off", log.level))
-        }
-        _ => EnvFilter::try_new(&log.level),
-    }
-    .with_context(|| format!("log.level `{}` is not a valid filter", log.level))?;
-    // Logs go to stderr: stdout is for what a command prints (check-config, demo).
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match log.format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
     Ok(())
 }

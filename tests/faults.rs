@@ -346,8 +346,28 @@ async fn a_broker_restart_in_the_middle_of_a_load_loses_nothing() {
 }
 
 /// `quantrac serve` as a separate process, configured by environment variables.
-fn serve(data: &Path, api: &str, broker: &str, prefix: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_quantrac"))
+/// A `quantrac serve` child process whose log is read as it comes (a pipe nobody reads fills
+/// up, and the log would lose its lines).
+struct Served {
+    child: Child,
+    log: std::thread::JoinHandle<String>,
+}
+
+impl Served {
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to end; its exit status and its whole log.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        (status, self.log.join().unwrap())
+    }
+}
+
+fn serve(data: &Path, api: &str, broker: &str, prefix: &str) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quantrac"))
         .arg("serve")
         .env("QUANTRAC_STORAGE__PATH", data)
         .env("QUANTRAC_API__LISTEN", api)
@@ -360,7 +380,14 @@ fn serve(data: &Path, api: &str, broker: &str, prefix: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    Served { child, log }
 }
 
 async fn wait_ready(base: &str) {
@@ -405,9 +432,8 @@ async fn sigkill_in_the_middle_of_a_load_then_restart_stores_exactly_every_readi
             before = stored(&reader, t0).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        quantrac.kill().unwrap();
+        quantrac.kill();
         eprintln!("SIGKILL with at least {before} of {N} readings stored");
-        let _ = quantrac.wait();
     };
     tokio::join!(load, killer);
     tokio::time::timeout(Duration::from_secs(60), gw.wait_acked())
@@ -422,10 +448,9 @@ async fn sigkill_in_the_middle_of_a_load_then_restart_stores_exactly_every_readi
     assert_eq!(got, N as usize, "exactly the readings published, each once");
 
     // SIGTERM: an orderly stop, logged step by step, exit status 0.
-    terminate(&quantrac);
-    let output = quantrac.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{log}");
+    terminate(&quantrac.child);
+    let (status, log) = quantrac.finish();
+    assert!(status.success(), "{log}");
     let at = |needle: &str| {
         log.find(needle)
             .unwrap_or_else(|| panic!("no `{needle}` in the log:\n{log}"))

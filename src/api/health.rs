@@ -40,6 +40,7 @@ async fn metrics(
         .count();
     metrics::gauge!(m::STATIONS_ONLINE).set(online as f64);
     metrics::gauge!(m::STATIONS_REGISTERED).set(registry.stations().len() as f64);
+    metrics::counter!(m::LOG_LINES_DROPPED_TOTAL).absolute(crate::logging::dropped_lines());
     if let Some((cpu, rss, peak)) = m::process_usage() {
         metrics::gauge!(m::PROCESS_CPU_SECONDS).set(cpu);
         metrics::gauge!(m::PROCESS_RESIDENT_BYTES).set(rss as f64);
