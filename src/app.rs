@@ -28,6 +28,7 @@ use crate::notify::{self, Notifier};
 use crate::pipeline::{Pipeline, SharedRegistry, SharedSequences};
 use crate::quarantine::Counters;
 use crate::registry::Registry;
+use crate::security::sequence::Sequences;
 use crate::security::SecurityDb;
 use crate::shutdown::{Report, Sequence};
 use crate::storage::questdb::QuestDbStore;
@@ -75,6 +76,8 @@ pub enum ReloadError {
     Registry(#[from] crate::registry::Error),
     #[error(transparent)]
     Rules(#[from] alerts::rules::Error),
+    #[error(transparent)]
+    Devices(#[from] mqtt::devices::Error),
 }
 
 /// A started quantrac.
@@ -87,6 +90,8 @@ pub struct Running {
     config: Config,
     store: Arc<dyn Store>,
     monitor: Arc<Monitor>,
+    /// The embedded broker's guard (its device list reloads with the seeds).
+    guard: Option<Arc<mqtt::guard::Guard>>,
     security: SecurityDb,
     ingest_status: Arc<IngestStatus>,
     ingest_stop: CancellationToken,
@@ -187,15 +192,16 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         }
     };
     let live = Live::new();
-    restore_live(&*store, &live, &registry).await?;
+    let sequences: SharedSequences =
+        Arc::new(Mutex::new(restore_live(&*store, &live, &registry).await?));
     let engine = restore_engine(&config, &*store, registry.load_full(), Arc::new(book)).await?;
 
     // `broker` is where devices connect; `own` is how quantrac's clients reach it (the
     // embedded broker's loopback port and internal credentials, or the configured broker).
-    let (broker, own) = match &config.mqtt.url {
+    let (broker, own, guard) = match &config.mqtt.url {
         Some(url) => {
             let address = BrokerAddress::parse(url)?;
-            (address.clone(), (address, config.mqtt.clone()))
+            (address.clone(), (address, config.mqtt.clone()), None)
         }
         None => {
             let devices =
@@ -213,7 +219,11 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
             let mut own = config.mqtt.clone();
             own.username = Some(embedded.internal_login.0.clone());
             own.password = Some(embedded.internal_login.1.clone());
-            (local(embedded.listen), (local(embedded.internal), own))
+            (
+                local(embedded.listen),
+                (local(embedded.internal), own),
+                Some(embedded.guard),
+            )
         }
     };
 
@@ -248,7 +258,6 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     ));
 
     let counters = Counters::new();
-    let sequences: SharedSequences = Arc::default();
     let ingest_status = Arc::new(IngestStatus::default());
     let pipeline = Arc::new(Pipeline::new(
         registry.clone(),
@@ -292,7 +301,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
             config.security.auth_failure_burst,
             config.security.auth_failure_window,
         )),
-        reload: reloader(&config, &registry, &monitor),
+        reload: reloader(&config, &registry, &monitor, guard.clone()),
     };
     let max_head = config.api.max_header_bytes;
     if let Some((listener, addr)) = metrics_listener {
@@ -330,6 +339,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         config,
         store,
         monitor,
+        guard,
         security,
         ingest_status,
         ingest_stop,
@@ -353,18 +363,29 @@ async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr
 
 /// Re-reads the seed files (registry and alert rules) and swaps them in; on any error,
 /// what is in use stays.
+/// Re-reads the seeds: stations, limits and rules, and (on the embedded broker) the devices.
+/// Everything is parsed before anything changes, so a bad file changes nothing.
 fn reload(
     seeds: &std::path::Path,
     registry: &SharedRegistry,
     monitor: &Monitor,
+    guard: Option<&mqtt::guard::Guard>,
 ) -> Result<String, ReloadError> {
     let fresh = Arc::new(Registry::load(seeds)?);
     let book = RuleBook::load(seeds)?;
-    let summary = format!(
+    let devices = match guard {
+        Some(_) => Some(mqtt::devices::Devices::load(seeds)?),
+        None => None,
+    };
+    let mut summary = format!(
         "{}; {} declared alert rules",
         fresh.summary(),
         book.rules.len()
     );
+    if let (Some(guard), Some(devices)) = (guard, devices) {
+        summary.push_str(&format!("; {} devices", devices.len()));
+        guard.devices.store(Arc::new(devices));
+    }
     registry.store(fresh.clone());
     monitor
         .engine()
@@ -373,11 +394,18 @@ fn reload(
     Ok(summary)
 }
 
-fn reloader(config: &Config, registry: &SharedRegistry, monitor: &Arc<Monitor>) -> api::Reload {
+fn reloader(
+    config: &Config,
+    registry: &SharedRegistry,
+    monitor: &Arc<Monitor>,
+    guard: Option<Arc<mqtt::guard::Guard>>,
+) -> api::Reload {
     let seeds = config.registry.seeds.clone();
     let registry = registry.clone();
     let monitor = monitor.clone();
-    Arc::new(move || reload(&seeds, &registry, &monitor).map_err(|e| e.to_string()))
+    Arc::new(move || {
+        reload(&seeds, &registry, &monitor, guard.as_deref()).map_err(|e| e.to_string())
+    })
 }
 
 /// The alert engine with the active alerts and rule state the store kept.
@@ -399,18 +427,25 @@ async fn restore_engine(
     Ok(Arc::new(Mutex::new(engine)))
 }
 
-/// Warms live state from what the store kept, so "latest" and presence survive restarts.
+/// Warms live state from what the store kept, so "latest" and presence survive restarts;
+/// returns the stations' record counters, so that replays are refused across restarts too.
 async fn restore_live(
     store: &dyn Store,
     live: &Live,
     registry: &SharedRegistry,
-) -> Result<(), Error> {
+) -> Result<Sequences, Error> {
     let registry = registry.load();
     let mut latest = store.latest().await?;
     latest.sort_by(|a, b| a.station.cmp(&b.station));
+    let mut windows = Vec::new();
     for row in store.presence().await? {
-        live.restore(row.station.as_str().into(), row.last_seen, row.gateway, []);
+        let station: Arc<str> = row.station.as_str().into();
+        if let Some(window) = row.record_window {
+            windows.push((station.clone(), window));
+        }
+        live.restore(station, row.last_seen, row.gateway, []);
     }
+    tracing::info!(stations = windows.len(), "record counters restored");
     for group in latest.chunk_by(|a, b| a.station == b.station) {
         let station: Arc<str> = match registry.station(&group[0].station) {
             Some(s) => s.id.clone(),
@@ -424,7 +459,7 @@ async fn restore_live(
         });
         live.restore(station, None, None, values);
     }
-    Ok(())
+    Ok(Sequences::restore(windows))
 }
 
 async fn prune_periodically(store: Arc<dyn Store>, retention: Duration, stop: CancellationToken) {
@@ -481,10 +516,15 @@ impl Running {
         &self.config
     }
 
-    /// Re-reads the seed files (registry and alert rules) and swaps them in (SIGHUP). On
-    /// any error, what is in use stays.
+    /// Re-reads the seed files (registry, alert rules, devices) and swaps them in (SIGHUP).
+    /// On any error, what is in use stays.
     pub fn reload_registry(&self) -> Result<String, ReloadError> {
-        reload(&self.config.registry.seeds, &self.registry, &self.monitor)
+        reload(
+            &self.config.registry.seeds,
+            &self.registry,
+            &self.monitor,
+            self.guard.as_deref(),
+        )
     }
 
     /// Tokens and the audit log.

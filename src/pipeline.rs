@@ -168,6 +168,7 @@ impl Pipeline {
             readings: outcome.accepted,
             rejected,
             presence,
+            record_window: outcome.counter,
             ..WriteItem::default()
         };
         Processed::new(item, events, updates)

@@ -10,11 +10,12 @@
 //! One reason per rejection. The record counters ([`Sequences`]) are the one piece of state:
 //! passed in, like the clock, so that this stays a pure function of its arguments.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::quarantine::{Reason, Rejection};
 use crate::registry::{Registry, Station};
-use crate::security::sequence::{Sequences, Verdict};
+use crate::security::sequence::{Sequences, Verdict, Window};
 use crate::security::signature::{self, Refusal};
 use crate::telemetry::{Decoded, Reading, Record, Timestamp, Topic};
 
@@ -34,6 +35,9 @@ pub struct Outcome {
     pub rejected: Vec<Rejection>,
     /// Records the station's counter skipped over (lost, or still to come).
     pub missing_records: u64,
+    /// The station's record-counter window after this message, when the message moved it
+    /// (saved with the message, so that replays are refused after a restart too).
+    pub counter: Option<(Arc<str>, Window)>,
 }
 
 /// Validates the decoded records of one telemetry message that arrived on `topic`.
@@ -49,7 +53,9 @@ pub fn validate(
         accepted: Vec::with_capacity(decoded.records.iter().map(|r| r.readings.len()).sum()),
         rejected: Vec::new(),
         missing_records: 0,
+        counter: None,
     };
+    let mut counted: Option<&Station> = None;
     let mut scratch = Vec::new();
     for error in &decoded.errors {
         out.rejected.push(Rejection {
@@ -74,6 +80,9 @@ pub fn validate(
         match checked {
             Ok((station, missing)) => {
                 out.missing_records += missing;
+                if record.seq.is_some() {
+                    counted = Some(station);
+                }
                 check_readings(station, record, &mut out);
             }
             Err((reason, detail)) => out.rejected.push(Rejection {
@@ -86,6 +95,10 @@ pub fn validate(
             }),
         }
     }
+    out.counter = counted.and_then(|station| {
+        let window = sequences.window(&station.id)?;
+        Some((station.id.clone(), *window))
+    });
     out
 }
 

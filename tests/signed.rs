@@ -1,6 +1,7 @@
 //! Signed telemetry end to end, on both brokers: a station that requires signatures has its
 //! signed records stored in every encoding, and unsigned, altered and replayed records
-//! quarantined with their own reasons; skipped record counters show up as missing records.
+//! quarantined with their own reasons (replays after a restart too); skipped record counters
+//! show up as missing records.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -137,4 +138,60 @@ async fn signed_records_are_checked_in_every_encoding(broker: Broker) {
     site.finish().await;
 }
 
-on_both_brokers!(signed_records_are_checked_in_every_encoding);
+on_both_brokers!(
+    signed_records_are_checked_in_every_encoding,
+    a_replay_is_refused_after_a_restart_too,
+);
+
+async fn a_replay_is_refused_after_a_restart_too(broker: Broker) {
+    let site = signing_site(broker);
+    let key = firmware_sim::sign::key_from_hex(KEY_HEX).unwrap();
+    let first = record(ST, recent_minute(10), 500, &[("COD", 71.3, "mg/L")]);
+    {
+        let svc = site.start().await;
+        let gw = svc.publisher().await;
+        gw.publish_signed(
+            ZONE,
+            ST,
+            Encoding::Json,
+            std::slice::from_ref(&first),
+            Some(&key),
+        )
+        .await
+        .unwrap();
+        gw.wait_acked().await.unwrap();
+        svc.wait_processed(1).await;
+        gw.disconnect().await.unwrap();
+        svc.stop().await;
+    }
+    let svc = site.start().await;
+    let station = svc.ok(&format!("/api/v1/stations/{ST}")).await;
+    assert_eq!(station["records"]["last_seq"], 500, "restored: {station}");
+    let gw = svc.publisher().await;
+    // The first record again, byte for byte, then the station's next one.
+    gw.publish_signed(ZONE, ST, Encoding::Json, &[first], Some(&key))
+        .await
+        .unwrap();
+    let next = record(ST, recent_minute(9), 501, &[("COD", 72.0, "mg/L")]);
+    gw.publish_signed(ZONE, ST, Encoding::Json, &[next], Some(&key))
+        .await
+        .unwrap();
+    gw.wait_acked().await.unwrap();
+    svc.wait_processed(2).await;
+
+    let quarantine = svc.ok(&format!("/api/v1/quarantine?station={ST}")).await;
+    let reasons: Vec<&str> = quarantine["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["replayed_record"], "{quarantine}");
+    let station = svc.ok(&format!("/api/v1/stations/{ST}")).await;
+    assert_eq!(station["records"]["last_seq"], 501, "{station}");
+    assert_eq!(station["records"]["missing"], 0, "{station}");
+
+    gw.disconnect().await.unwrap();
+    svc.stop().await;
+    site.finish().await;
+}

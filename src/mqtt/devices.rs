@@ -145,6 +145,15 @@ impl Devices {
         self.devices.is_empty()
     }
 
+    /// `device` as this (reloaded) list has it: its rights may have changed; `None` when it
+    /// was removed or its password changed, so that its open connection must end.
+    pub fn current(&self, device: &Device) -> Option<&Device> {
+        self.devices
+            .iter()
+            .find(|d| d.username == device.username)
+            .filter(|d| d.salt == device.salt && d.hash == device.hash)
+    }
+
     /// The device with these credentials, if they are right.
     pub fn authenticate(&self, username: &str, password: &str) -> Option<&Device> {
         self.devices
@@ -218,6 +227,28 @@ mod tests {
         assert!(!gw.may_publish("site", "quantrac/v1/Z/S1/telemetry/json"));
         assert!(gw.may_subscribe("quantrac/v1/alerts/#"));
         assert!(!gw.may_subscribe("#"));
+    }
+
+    #[test]
+    fn after_a_reload_a_device_keeps_its_connection_only_with_the_same_password() {
+        let before = devices("p");
+        let gw = before.authenticate("gw1", "p").unwrap().clone();
+        let same = before.clone();
+        assert_eq!(same.current(&gw), Some(&gw));
+        let rotated = devices("p");
+        assert!(
+            rotated.current(&gw).is_none(),
+            "a new salt and hash: a new password"
+        );
+        let widened = format!(
+            "[[device]]\nusername = \"gw1\"\npassword_hash = \"sha256:{}:{}\"\nstations = [\"S1\", \"S2\"]\n",
+            token::hex(&gw.salt),
+            token::hex(&gw.hash)
+        );
+        let widened = Devices::parse(&widened).unwrap();
+        let now = widened.current(&gw).unwrap();
+        assert!(now.may_publish("", "quantrac/v1/Z/S2/telemetry/json"));
+        assert!(Devices::default().current(&gw).is_none(), "removed");
     }
 
     #[test]

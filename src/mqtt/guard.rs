@@ -55,6 +55,8 @@ pub enum Refusal {
     WillNotAllowed,
     PublishNotAllowed,
     SubscribeNotAllowed,
+    /// The device was removed, or its password changed, by a reload of `devices.toml`.
+    Revoked,
 }
 
 impl Refusal {
@@ -67,6 +69,7 @@ impl Refusal {
             Refusal::WillNotAllowed => "will_not_allowed",
             Refusal::PublishNotAllowed => "publish_not_allowed",
             Refusal::SubscribeNotAllowed => "subscribe_not_allowed",
+            Refusal::Revoked => "revoked",
         }
     }
 }
@@ -177,8 +180,8 @@ where
         let _ = connack(&mut to_client, ConnectReturnCode::BadClientId).await;
         return;
     }
-    let devices = guard.devices.load();
-    let (who, tag) = match &connect.login {
+    let devices = guard.devices.load_full();
+    let (mut who, tag) = match &connect.login {
         None if guard.allow_anonymous => (Peer::Anonymous, "anon".to_owned()),
         None => {
             refused(peer, "anonymous", Refusal::Anonymous);
@@ -241,7 +244,11 @@ where
     });
     // Client to broker: frame by frame, each PUBLISH and SUBSCRIBE checked. Frames before a
     // violation still go through; the violating one and the connection stop there.
+    let mut generation = devices;
     let outcome = loop {
+        if let Err(refusal) = follow_reload(&mut who, &mut generation, &guard) {
+            break Some(refusal);
+        }
         let verdict = forward_whole_frames(&who, &guard, &mut buffer, &mut out);
         if !out.is_empty() && to_broker.write_all(&out).await.is_err() {
             break None;
@@ -260,6 +267,30 @@ where
     }
     let _ = to_broker.shutdown().await;
     down.abort();
+}
+
+/// After a reload of `devices.toml` (a new `generation`), a device's connection goes on with
+/// its new rights, or ends if the device was removed or its password changed.
+fn follow_reload(
+    who: &mut Peer,
+    generation: &mut Arc<Devices>,
+    guard: &Guard,
+) -> Result<(), Refusal> {
+    let Peer::Device(device) = who else {
+        return Ok(());
+    };
+    let latest = guard.devices.load();
+    if Arc::ptr_eq(&latest, generation) {
+        return Ok(());
+    }
+    *generation = Arc::clone(&latest);
+    match generation.current(device) {
+        Some(now) => {
+            *device = now.clone();
+            Ok(())
+        }
+        None => Err(Refusal::Revoked),
+    }
 }
 
 /// Moves every whole frame of `buffer` to `out`, stopping at the first one the ACL refuses.

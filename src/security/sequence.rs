@@ -6,6 +6,10 @@
 //! seen yet (a backlog published a little out of order); it is a replay if it was seen, and
 //! too old if it falls below the window. Jumping ahead by `k` counts `k - 1` records missing;
 //! a late record filling a hole takes one back.
+//!
+//! The windows are saved with the data they let in (the station's `presence` row, in the
+//! same transaction as the readings; [`Window::to_bytes`]) and restored at start, so that a
+//! replay is refused after a restart too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +17,8 @@ use std::sync::Arc;
 /// How far below the highest `seq` a record may still arrive.
 pub const WINDOW: u64 = 1024;
 const WORDS: usize = (WINDOW / 64) as usize;
+/// Length of [`Window::to_bytes`].
+pub const SAVED_LEN: usize = 16 + 8 * WORDS;
 
 /// What a record's `seq` means for its station.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +34,7 @@ pub enum Verdict {
 }
 
 /// One station's window. Bit `i` of `seen` is the record `highest - i`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     pub highest: u64,
     pub seen: [u64; WORDS],
@@ -78,6 +84,38 @@ impl Window {
         self.set(0);
     }
 
+    /// The saved form: `highest`, `missing`, then the words of `seen`, all u64 little-endian
+    /// ([`SAVED_LEN`] bytes).
+    pub fn to_bytes(&self) -> [u8; SAVED_LEN] {
+        let mut out = [0; SAVED_LEN];
+        let words = [self.highest, self.missing].into_iter().chain(self.seen);
+        for (chunk, word) in out.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads [`Window::to_bytes`]; `None` if `bytes` has the wrong length.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Window> {
+        if bytes.len() != SAVED_LEN {
+            return None;
+        }
+        let mut words = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        let highest = words.next()?;
+        let missing = words.next()?;
+        let mut seen = [0; WORDS];
+        for (slot, word) in seen.iter_mut().zip(words) {
+            *slot = word;
+        }
+        Some(Window {
+            highest,
+            seen,
+            missing,
+        })
+    }
+
     /// Judges `seq` and records it when it is accepted.
     pub fn check(&mut self, seq: u64) -> Verdict {
         if seq > self.highest {
@@ -107,8 +145,6 @@ impl Window {
 #[derive(Debug, Default)]
 pub struct Sequences {
     windows: HashMap<Arc<str>, Window>,
-    /// Stations whose window changed since [`Sequences::take_changed`].
-    changed: Vec<Arc<str>>,
 }
 
 impl Sequences {
@@ -120,43 +156,33 @@ impl Sequences {
     pub fn restore(windows: impl IntoIterator<Item = (Arc<str>, Window)>) -> Sequences {
         Sequences {
             windows: windows.into_iter().collect(),
-            changed: Vec::new(),
         }
     }
 
     /// Judges record `seq` of `station`; the first record of a station is always fresh.
     pub fn check(&mut self, station: &Arc<str>, seq: u64) -> Verdict {
-        let verdict = match self.windows.get_mut(station) {
+        match self.windows.get_mut(station) {
             Some(w) => w.check(seq),
             None => {
                 self.windows.insert(station.clone(), Window::first(seq));
                 Verdict::Fresh { missing: 0 }
             }
-        };
-        if matches!(verdict, Verdict::Fresh { .. } | Verdict::FillsGap) {
-            self.changed.push(station.clone());
         }
-        verdict
+    }
+
+    /// A station's window (to save it with the records it let in).
+    pub fn window(&self, station: &str) -> Option<&Window> {
+        self.windows.get(station)
     }
 
     /// A station's highest `seq` and its missing-record count.
     pub fn station(&self, station: &str) -> Option<(u64, u64)> {
         self.windows.get(station).map(|w| (w.highest, w.missing))
     }
-
-    /// The windows that changed since the last call (for saving).
-    pub fn take_changed(&mut self) -> Vec<(Arc<str>, Window)> {
-        let mut names = std::mem::take(&mut self.changed);
-        names.sort_unstable();
-        names.dedup();
-        names
-            .into_iter()
-            .filter_map(|n| self.windows.get(&n).map(|w| (n, w.clone())))
-            .collect()
-    }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -229,17 +255,30 @@ mod tests {
     }
 
     #[test]
-    fn changed_windows_are_reported_once_for_saving() {
+    fn a_saved_window_restores_the_same_verdicts() {
         let mut s = Sequences::new();
         let id = station();
-        s.check(&id, 1);
-        s.check(&id, 2);
-        s.check(&id, 2);
-        let changed = s.take_changed();
-        assert_eq!(changed.len(), 1);
-        assert_eq!(changed[0].1.highest, 2);
-        assert!(s.take_changed().is_empty());
-        let mut again = Sequences::restore(changed);
-        assert_eq!(again.check(&id, 2), Verdict::Replayed { highest: 2 });
+        for seq in [100, 101, 103, 170, 2000, 1990] {
+            s.check(&id, seq);
+        }
+        let saved = s.window("S1").map(Window::to_bytes).unwrap();
+        let window = Window::from_bytes(&saved).unwrap();
+        assert_eq!(Some(&window), s.window("S1"));
+        let mut again = Sequences::restore([(id.clone(), window)]);
+        assert_eq!(again.check(&id, 1990), Verdict::Replayed { highest: 2000 });
+        assert_eq!(again.check(&id, 2000), Verdict::Replayed { highest: 2000 });
+        assert_eq!(again.check(&id, 1991), Verdict::FillsGap);
+        assert_eq!(
+            again.station("S1"),
+            s.station("S1").map(|(h, m)| (h, m - 1))
+        );
+    }
+
+    #[test]
+    fn a_saved_window_of_the_wrong_length_is_refused() {
+        let saved = Window::first(7).to_bytes();
+        assert!(Window::from_bytes(&saved[..SAVED_LEN - 1]).is_none());
+        assert!(Window::from_bytes(&[saved.as_slice(), &[0]].concat()).is_none());
+        assert_eq!(Window::from_bytes(&saved), Some(Window::first(7)));
     }
 }

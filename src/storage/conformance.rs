@@ -49,6 +49,7 @@ macro_rules! storage_conformance_tests {
             writes_after_close_are_refused,
             alerts_are_kept_by_id_and_listed_newest_first_with_filters,
             active_alerts_and_rule_state_survive_reopening,
+            the_newest_record_window_survives_reopening,
         );
     };
     (@each $backend:expr; $($check:ident),* $(,)?) => {
@@ -777,5 +778,74 @@ pub async fn active_alerts_and_rule_state_survive_reopening(b: &dyn Backend) {
         .find(|(station, _)| *station == s)
         .expect("rule state kept");
     assert_eq!(mine.1, [1, 2, 3]);
+    store.close().await.unwrap();
+}
+
+pub async fn the_newest_record_window_survives_reopening(b: &dyn Backend) {
+    let s = station("window");
+    let id: Arc<str> = s.as_str().into();
+    let t0 = base_time();
+    let store = b.open("window").await;
+    let mut counters = crate::security::sequence::Sequences::new();
+    let mut waits = Vec::new();
+    for seq in [1, 2, 5] {
+        counters.check(&id, seq);
+        let (done, wait) = crate::ack::pair();
+        store
+            .write(WriteItem {
+                readings: vec![reading(
+                    &s,
+                    "COD",
+                    at(t0, seq as i64),
+                    1.0,
+                    Status::Measuring,
+                )],
+                presence: Some(PresenceUpdate {
+                    station: id.clone(),
+                    last_seen: Some(at(t0, seq as i64)),
+                    gateway: None,
+                }),
+                record_window: counters.window(&s).map(|w| (id.clone(), *w)),
+                done: Some(done),
+                ..WriteItem::default()
+            })
+            .await
+            .unwrap();
+        waits.push(wait);
+    }
+    // A later message without a counter keeps the saved window.
+    store
+        .write(WriteItem {
+            presence: Some(PresenceUpdate {
+                station: id.clone(),
+                last_seen: Some(at(t0, 9)),
+                gateway: None,
+            }),
+            ..WriteItem::default()
+        })
+        .await
+        .unwrap();
+    for wait in waits {
+        assert!(wait.wait().await);
+    }
+    store.close().await.unwrap();
+    drop(store);
+
+    let store = b.open("window").await;
+    let row = store
+        .presence()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.station == s)
+        .expect("presence stored");
+    assert_eq!(row.last_seen, Some(at(t0, 9)));
+    assert_eq!(row.record_window.as_ref(), counters.window(&s));
+    let mut restored =
+        crate::security::sequence::Sequences::restore([(id.clone(), row.record_window.unwrap())]);
+    assert_eq!(
+        restored.check(&id, 2),
+        crate::security::sequence::Verdict::Replayed { highest: 5 }
+    );
     store.close().await.unwrap();
 }

@@ -35,6 +35,7 @@ use async_trait::async_trait;
 use crate::ack::Durable;
 use crate::alerts::{Alert, AlertState, Severity};
 use crate::quarantine::{QuarantineEntry, Reason, Rejected};
+use crate::security::sequence::Window;
 use crate::telemetry::{GatewayState, Reading, Status, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,9 @@ pub struct WriteItem {
     pub alerts: Vec<Alert>,
     /// Alert engine rule state per station (replacing what was stored).
     pub rule_states: Vec<(Arc<str>, Vec<u8>)>,
+    /// A station's record-counter window after this message (replacing what was stored):
+    /// saved with the readings it let in, restored at start.
+    pub record_window: Option<(Arc<str>, Window)>,
     /// Confirmed once the item is durable.
     pub done: Option<Durable>,
 }
@@ -92,6 +96,8 @@ pub struct PresenceRow {
     pub station: String,
     pub last_seen: Option<Timestamp>,
     pub gateway: Option<(GatewayState, Timestamp)>,
+    /// The station's record-counter window, if it ever sent a `seq`.
+    pub record_window: Option<Window>,
 }
 
 /// Filter on the Circular 10 status of readings.

@@ -5,11 +5,13 @@
 //!
 //! ```text
 //! record  := magic:[u8; 4] = "QSP1"  len:u32 LE  crc:u32 LE  payload:[u8; len]
-//! payload := bincode 2 standard() of Batch { version: u8 = 1, items: Vec<Item> }
+//! payload := bincode 2 standard() of Batch { version: u8 = 2, items: Vec<Item> }
 //! ```
 //!
 //! `crc` is the CRC-32 (IEEE) of `payload`; an `Item` is a [`WriteItem`] without its
-//! durability handle (readings, rejections, presence, alerts, rule state).
+//! durability handle (readings, rejections, presence, alerts, rule state, record window).
+//! Version 1 items (without the record window) are still read, so that a spool left by an
+//! older build is replayed after an upgrade.
 //!
 //! # Invariants
 //! - **Append, then fsync, then confirm.** A batch is acknowledged to the broker only after
@@ -36,13 +38,15 @@ use serde::{Deserialize, Serialize};
 use super::{PresenceUpdate, WriteItem};
 use crate::alerts::Alert;
 use crate::quarantine::Rejected;
+use crate::security::sequence::Window;
 use crate::telemetry::Reading;
 
 /// File name inside the spool directory.
 pub const FILE: &str = "spool.log";
 const MAGIC: [u8; 4] = *b"QSP1";
 const HEADER: usize = 12;
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const VERSION_1: u8 = 1;
 /// No single record may claim more than this (a damaged length field is caught early).
 const MAX_RECORD: usize = 256 * 1024 * 1024;
 
@@ -66,6 +70,7 @@ struct ItemRef<'a> {
     presence: &'a Option<PresenceUpdate>,
     alerts: &'a [Alert],
     rule_states: &'a [(Arc<str>, Vec<u8>)],
+    record_window: &'a Option<(Arc<str>, Window)>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +80,44 @@ struct Item {
     presence: Option<PresenceUpdate>,
     alerts: Vec<Alert>,
     rule_states: Vec<(Arc<str>, Vec<u8>)>,
+    record_window: Option<(Arc<str>, Window)>,
+}
+
+/// An item as version 1 wrote it.
+#[derive(Deserialize)]
+struct ItemV1 {
+    readings: Vec<Reading>,
+    rejected: Option<Rejected>,
+    presence: Option<PresenceUpdate>,
+    alerts: Vec<Alert>,
+    rule_states: Vec<(Arc<str>, Vec<u8>)>,
+}
+
+impl From<ItemV1> for Item {
+    fn from(i: ItemV1) -> Item {
+        Item {
+            readings: i.readings,
+            rejected: i.rejected,
+            presence: i.presence,
+            alerts: i.alerts,
+            rule_states: i.rule_states,
+            record_window: None,
+        }
+    }
+}
+
+impl From<Item> for WriteItem {
+    fn from(i: Item) -> WriteItem {
+        WriteItem {
+            readings: i.readings,
+            rejected: i.rejected,
+            presence: i.presence,
+            alerts: i.alerts,
+            rule_states: i.rule_states,
+            record_window: i.record_window,
+            done: None,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -84,9 +127,10 @@ struct BatchRef<'a> {
 }
 
 #[derive(Deserialize)]
-struct Batch {
-    version: u8,
-    items: Vec<Item>,
+struct Batch<T> {
+    /// Already read (the first byte) to choose `T`.
+    _version: u8,
+    items: Vec<T>,
 }
 
 /// The spool file and the replay position.
@@ -175,6 +219,7 @@ impl Spool {
                     presence: &i.presence,
                     alerts: &i.alerts,
                     rule_states: &i.rule_states,
+                    record_window: &i.record_window,
                 })
                 .collect(),
         };
@@ -274,24 +319,21 @@ fn decode(payload: &[u8], crc: u32) -> Option<Vec<WriteItem>> {
         return None;
     }
     let config = bincode::config::standard().with_limit::<MAX_RECORD>();
-    let (batch, _): (Batch, usize) = bincode::serde::decode_from_slice(payload, config).ok()?;
-    if batch.version != VERSION {
-        return None;
-    }
-    Some(
-        batch
-            .items
-            .into_iter()
-            .map(|i| WriteItem {
-                readings: i.readings,
-                rejected: i.rejected,
-                presence: i.presence,
-                alerts: i.alerts,
-                rule_states: i.rule_states,
-                done: None,
-            })
-            .collect(),
-    )
+    // `version` is the first byte (bincode writes a u8 as it is).
+    let items: Vec<Item> = match *payload.first()? {
+        VERSION => {
+            let (batch, _): (Batch<Item>, usize) =
+                bincode::serde::decode_from_slice(payload, config).ok()?;
+            batch.items
+        }
+        VERSION_1 => {
+            let (batch, _): (Batch<ItemV1>, usize) =
+                bincode::serde::decode_from_slice(payload, config).ok()?;
+            batch.items.into_iter().map(Item::from).collect()
+        }
+        _ => return None,
+    };
+    Some(items.into_iter().map(WriteItem::from).collect())
 }
 
 /// The end of the last valid record of `bytes`. A damaged record in the middle is skipped by
@@ -377,6 +419,61 @@ mod tests {
         assert_eq!(values(&mut reopened), [1.0, 2.0, 3.0]);
         assert!(reopened.is_empty());
         assert_eq!(std::fs::metadata(dir.path().join(FILE)).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_record_window_comes_back_with_its_item() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        let mut counters = crate::security::sequence::Sequences::new();
+        let station: Arc<str> = "S".into();
+        counters.check(&station, 41);
+        counters.check(&station, 43);
+        let window = *counters.window("S").unwrap();
+        let mut with_window = item(1.0);
+        with_window.record_window = Some((station.clone(), window));
+        s.append(&[with_window]).unwrap();
+        let replay = Spool::open(dir.path(), 1 << 20)
+            .unwrap()
+            .peek()
+            .unwrap()
+            .unwrap();
+        assert_eq!(replay.items[0].record_window, Some((station, window)));
+    }
+
+    #[test]
+    fn a_record_written_by_version_1_is_still_replayed() {
+        #[derive(Serialize)]
+        struct ItemV1<'a> {
+            readings: &'a [Reading],
+            rejected: Option<Rejected>,
+            presence: Option<PresenceUpdate>,
+            alerts: Vec<Alert>,
+            rule_states: Vec<(Arc<str>, Vec<u8>)>,
+        }
+        let old = item(7.0);
+        let batch = (
+            VERSION_1,
+            vec![ItemV1 {
+                readings: &old.readings,
+                rejected: None,
+                presence: None,
+                alerts: Vec::new(),
+                rule_states: old.rule_states.clone(),
+            }],
+        );
+        let payload = bincode::serde::encode_to_vec(&batch, bincode::config::standard()).unwrap();
+        let mut record = MAGIC.to_vec();
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        record.extend_from_slice(&payload);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), record).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        let replay = s.peek().unwrap().unwrap();
+        assert_eq!(replay.items[0].rule_states, old.rule_states);
+        assert_eq!(replay.items[0].record_window, None);
+        assert_eq!(values(&mut s), [7.0]);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The embedded store: SQLite (bundled, WAL mode) in `<storage.path>/quantrac.db`.
 //!
-//! # Schema (version 2, `PRAGMA user_version`)
+//! # Schema (version 3, `PRAGMA user_version`)
 //! ```text
 //! series     (id INTEGER PRIMARY KEY, station, param, zone, UNIQUE (station, param))
 //! readings   (series, ts, value REAL, status 0|1|2, PRIMARY KEY (series, ts)) WITHOUT ROWID
 //! quarantine (id AUTOINCREMENT, received_at, topic, encoding, reason, station, param, ts,
 //!             value, detail, excerpt)
-//! presence   (station PRIMARY KEY, last_seen, gateway 'online'|'offline', gateway_at)
+//! presence   (station PRIMARY KEY, last_seen, gateway 'online'|'offline', gateway_at,
+//!             record_window: the station's `seq` window, saved with its readings)   [v3]
 //! alerts     (id PRIMARY KEY, station, zone, param, rule, kind, severity 0|1|2,
 //!             state 'open'|'acknowledged'|'resolved', first_at, last_at, resolved_at,
 //!             updated_at, body: the whole alert as JSON)                       [v2]

@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::open_connection;
 use crate::alerts::Alert;
 use crate::quarantine::{QuarantineEntry, Reason, Rejection};
+use crate::security::sequence::Window;
 use crate::storage::{
     AggregateQuery, AlertPage, AlertQuery, Bucket, Error, LatestRow, PresenceRow, QuarantinePage,
     QuarantineQuery, RawQuery, ReadingPage, Result, SeriesBuckets, StoredReading,
@@ -188,8 +189,9 @@ pub(super) fn latest(conn: &Connection) -> Result<Vec<LatestRow>> {
 }
 
 pub(super) fn presence(conn: &Connection) -> Result<Vec<PresenceRow>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT station, last_seen, gateway, gateway_at FROM presence")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT station, last_seen, gateway, gateway_at, record_window FROM presence",
+    )?;
     let rows = stmt.query_map([], |r| {
         let gateway: Option<String> = r.get(2)?;
         let at: Option<i64> = r.get(3)?;
@@ -203,10 +205,21 @@ pub(super) fn presence(conn: &Connection) -> Result<Vec<PresenceRow>> {
             (Some(state), Some(at)) => Some((state, Timestamp::from_millis(at))),
             _ => None,
         };
+        let station: String = r.get(0)?;
+        let saved: Option<Vec<u8>> = r.get(4)?;
+        let record_window = saved.and_then(|bytes| {
+            let window = Window::from_bytes(&bytes);
+            if window.is_none() {
+                tracing::warn!(station, bytes = bytes.len(),
+                    "stored record-counter window has the wrong size: the station's counter starts afresh");
+            }
+            window
+        });
         Ok(PresenceRow {
-            station: r.get(0)?,
+            station,
             last_seen: r.get::<_, Option<i64>>(1)?.map(Timestamp::from_millis),
             gateway,
+            record_window,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::storage::{Error, Result};
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 const V1: &str = "
 CREATE TABLE series (
@@ -70,6 +70,12 @@ CREATE TABLE rule_state (
 ) WITHOUT ROWID;
 ";
 
+/// Version 3: each station's record-counter window (`seq`), saved with the readings it let in
+/// (layout: [`crate::security::sequence::Window::to_bytes`]).
+const V3: &str = "
+ALTER TABLE presence ADD COLUMN record_window BLOB;
+";
+
 /// Creates or upgrades the schema. Refuses a database from a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -79,7 +85,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             supported: VERSION,
         });
     }
-    for (version, ddl) in [(1, V1), (2, V2)] {
+    for (version, ddl) in [(1, V1), (2, V2), (3, V3)] {
         if found < version {
             let tx = conn.transaction()?;
             tx.execute_batch(ddl)?;

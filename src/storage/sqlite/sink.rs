@@ -8,6 +8,7 @@ use rusqlite::{params, Connection, Transaction};
 
 use crate::alerts::Alert;
 use crate::quarantine::Rejected;
+use crate::security::sequence::Window;
 use crate::storage::writer::Sink;
 use crate::storage::{PresenceUpdate, Result, WriteItem};
 use crate::telemetry::{Reading, Timestamp};
@@ -24,9 +25,14 @@ const INSERT_QUARANTINE: &str = "INSERT INTO quarantine
      (received_at, topic, encoding, reason, station, param, ts, value, detail, excerpt)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
-const UPSERT_LAST_SEEN: &str = "INSERT INTO presence (station, last_seen) VALUES (?1, ?2)
-     ON CONFLICT (station) DO UPDATE SET last_seen = excluded.last_seen
-     WHERE last_seen IS NULL OR excluded.last_seen > last_seen";
+/// A station's newest arrival (kept if newer) and record-counter window (kept unless none
+/// came), once per batch.
+const UPSERT_SEEN: &str = "INSERT INTO presence (station, last_seen, record_window)
+     VALUES (?1, ?2, ?3)
+     ON CONFLICT (station) DO UPDATE SET
+       last_seen = CASE WHEN last_seen IS NULL OR excluded.last_seen > last_seen
+                        THEN excluded.last_seen ELSE last_seen END,
+       record_window = coalesce(excluded.record_window, record_window)";
 
 const UPSERT_ALERT: &str = "INSERT INTO alerts
      (id, station, zone, param, rule, kind, severity, state, first_at, last_at, resolved_at, updated_at, body)
@@ -75,7 +81,7 @@ impl SqliteSink {
         let tx = self.conn.transaction()?;
         let mut rows = 0;
         let mut quarantined = false;
-        let mut last_seen: HashMap<&Arc<str>, Timestamp> = HashMap::new();
+        let mut seen: HashMap<&Arc<str>, Seen<'_>> = HashMap::new();
         {
             let mut upsert = tx.prepare_cached(UPSERT_READING)?;
             for item in batch {
@@ -89,7 +95,11 @@ impl SqliteSink {
                     quarantined = true;
                 }
                 if let Some(p) = &item.presence {
-                    record_presence(&tx, p, &mut last_seen)?;
+                    record_presence(&tx, p, &mut seen)?;
+                }
+                if let Some((station, window)) = &item.record_window {
+                    // Items come in the order they were validated: the last window is newest.
+                    seen.entry(station).or_default().window = Some(window);
                 }
                 for alert in &item.alerts {
                     upsert_alert(&tx, alert)?;
@@ -103,9 +113,12 @@ impl SqliteSink {
                 }
             }
         }
-        for (station, seen) in last_seen {
-            tx.prepare_cached(UPSERT_LAST_SEEN)?
-                .execute(params![&**station, seen.as_millis()])?;
+        for (station, seen) in seen {
+            tx.prepare_cached(UPSERT_SEEN)?.execute(params![
+                &**station,
+                seen.last.map(Timestamp::as_millis),
+                seen.window.map(|w| w.to_bytes().to_vec()),
+            ])?;
         }
         if quarantined {
             tx.execute(
@@ -206,14 +219,21 @@ fn insert_rejected(tx: &Transaction<'_>, rejected: &Rejected) -> rusqlite::Resul
     Ok(())
 }
 
+/// What a batch tells about one station, written once at its end.
+#[derive(Default)]
+struct Seen<'a> {
+    last: Option<Timestamp>,
+    window: Option<&'a Window>,
+}
+
 fn record_presence<'a>(
     tx: &Transaction<'_>,
     p: &'a PresenceUpdate,
-    last_seen: &mut HashMap<&'a Arc<str>, Timestamp>,
+    seen: &mut HashMap<&'a Arc<str>, Seen<'a>>,
 ) -> rusqlite::Result<()> {
-    if let Some(seen) = p.last_seen {
-        let entry = last_seen.entry(&p.station).or_insert(seen);
-        *entry = (*entry).max(seen);
+    if let Some(at) = p.last_seen {
+        let entry = seen.entry(&p.station).or_default();
+        entry.last = entry.last.max(Some(at));
     }
     if let Some((state, at)) = p.gateway {
         tx.prepare_cached(UPSERT_GATEWAY)?.execute(params![
