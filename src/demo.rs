@@ -74,13 +74,14 @@ pub async fn start(mut config: Config, options: Options) -> Result<Demo, Error> 
     if !running.config().mqtt.topic_prefix.is_empty() {
         broker.topic_prefix = Some(running.config().mqtt.topic_prefix.clone());
     }
+    let backfill = backfill_since_last_run(&*running.store(), options.backfill).await;
     let sim = RunOptions {
         broker,
         seeds: running.config().registry.seeds.clone(),
         stations: options.stations,
         encoding: EncodingChoice::Mixed,
         interval: Some(options.interval),
-        backfill: Some(options.backfill).filter(|b| !b.is_zero()),
+        backfill: Some(backfill).filter(|b| !b.is_zero()),
         duration: None,
         sim: SimConfig {
             seed: options.seed,
@@ -95,6 +96,29 @@ pub async fn start(mut config: Config, options: Options) -> Result<Demo, Error> 
         stop_fleet,
         fleet,
     })
+}
+
+/// The history the fleet publishes first: `wanted`, but on a store that already holds the
+/// fleet's data (a demo started again on the same data directory) only the time since its
+/// newest arrival. A gateway never sends acknowledged records again; were the fleet to,
+/// quantrac would refuse them as replays.
+async fn backfill_since_last_run(store: &dyn crate::storage::Store, wanted: Duration) -> Duration {
+    let newest = match store.presence().await {
+        Ok(rows) => rows.iter().filter_map(|p| p.last_seen).max(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read presence: full backfill");
+            None
+        }
+    };
+    let Some(newest) = newest else {
+        return wanted;
+    };
+    let since = crate::telemetry::Timestamp::now().as_millis() - newest.as_millis();
+    let since = Duration::from_millis(u64::try_from(since).unwrap_or(0));
+    if since < wanted {
+        tracing::info!(backfill = ?since, "the store holds an earlier demo's data: backfilling only the time since");
+    }
+    since.min(wanted)
 }
 
 impl Demo {
