@@ -82,6 +82,9 @@ enum TokenAction {
         /// Who or what the token is for (shown in lists and the audit log).
         #[arg(long)]
         name: String,
+        /// How long it works, e.g. 90d or 12h (default: until revoked).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
     },
     /// List tokens (never their secrets).
     List,
@@ -261,7 +264,7 @@ fn device_add(username: &str, stations: &[String]) -> anyhow::Result<()> {
     quantrac::mqtt::devices::Devices::parse(&entry).map_err(|e| anyhow::anyhow!(e))?;
     eprintln!("password for `{username}` (give it to the gateway; it is not shown again):");
     eprintln!("{password}");
-    eprintln!("add to devices.toml in the seeds directory, then restart quantrac:");
+    eprintln!("add to devices.toml in the seeds directory, then reload quantrac (kill -HUP, or POST /api/v1/registry/reload):");
     println!("{entry}");
     Ok(())
 }
@@ -283,30 +286,42 @@ fn token(config: Option<&Path>, action: TokenAction) -> anyhow::Result<()> {
         std::env::var("USER").unwrap_or_else(|_| "unknown user".into())
     );
     match action {
-        TokenAction::Create { role, name } => {
-            let (text, info) = db.create_token(&name, role, &actor, None)?;
+        TokenAction::Create {
+            role,
+            name,
+            expires_in,
+        } => {
+            let expires_at =
+                expires_in.map(|d| quantrac::telemetry::Timestamp::now().saturating_add(d));
+            let (text, info) = db.create_token_until(&name, role, expires_at, &actor, None)?;
+            let until = info.expires_at.map_or_else(
+                || "no expiry".to_owned(),
+                |at| format!("expires {}", at.to_rfc3339(&config.api.utc_offset)),
+            );
             eprintln!(
-                "created {} token {} `{}`; keep it secret, it is not shown again:",
+                "created {} token {} `{}` ({until}); keep it secret, it is not shown again:",
                 info.role, info.id, info.name
             );
             println!("{text}");
         }
         TokenAction::List => {
             let offset = config.api.utc_offset;
+            let time = |at: Option<quantrac::telemetry::Timestamp>| {
+                at.map_or_else(|| "-".into(), |at| at.to_rfc3339(&offset))
+            };
             println!(
-                "{:<12}  {:<9}  {:<25}  {:<25}  name",
-                "id", "role", "created", "revoked"
+                "{:<12}  {:<9}  {:<25}  {:<25}  {:<25}  {:<25}  name",
+                "id", "role", "created", "expires", "last used", "revoked"
             );
             for t in db.tokens()? {
-                let revoked = t
-                    .revoked_at
-                    .map_or_else(|| "-".into(), |at| at.to_rfc3339(&offset));
                 println!(
-                    "{:<12}  {:<9}  {:<25}  {:<25}  {}",
+                    "{:<12}  {:<9}  {:<25}  {:<25}  {:<25}  {:<25}  {}",
                     t.id,
                     t.role.as_str(),
                     t.created_at.to_rfc3339(&offset),
-                    revoked,
+                    time(t.expires_at),
+                    time(t.last_used_at),
+                    time(t.revoked_at),
                     t.name
                 );
             }

@@ -77,7 +77,7 @@ pub const API_REQUEST_SECONDS: &str = "quantrac_api_request_seconds";
 /// record filling the gap is not subtracted here; the station's `records.missing` is exact).
 pub const RECORDS_MISSING_TOTAL: &str = "quantrac_records_missing_total";
 /// API requests refused as unauthenticated (401), by `reason` (`missing`, `malformed`,
-/// `unknown_token`, `wrong_secret`, `revoked`).
+/// `unknown_token`, `wrong_secret`, `revoked`, `expired`).
 pub const API_AUTH_FAILURES_TOTAL: &str = "quantrac_api_auth_failures_total";
 /// API requests refused by a rate limit (429).
 pub const API_RATE_LIMITED_TOTAL: &str = "quantrac_api_rate_limited_total";

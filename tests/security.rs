@@ -185,7 +185,7 @@ async fn a_token_made_through_the_api_is_shown_once_and_works_with_its_role() {
     let response = svc
         .http
         .post(format!("{}/api/v1/tokens", svc.base))
-        .json(&json!({"name": "inspector on duty", "role": "inspector"}))
+        .json(&json!({"name": "inspector on duty", "role": "inspector", "expires_in": "8h"}))
         .send()
         .await
         .unwrap();
@@ -214,15 +214,24 @@ async fn a_token_made_through_the_api_is_shown_once_and_works_with_its_role() {
         "never listed again: {listed}"
     );
     assert!(!list.to_string().contains(token));
+    assert_eq!(listed["expires_at"], made["expires_at"]);
+    assert!(made["expires_at"].is_string(), "{made}");
+    assert!(listed["last_used_at"].is_string(), "used once: {listed}");
 
-    let bad_role = svc
-        .http
-        .post(format!("{}/api/v1/tokens", svc.base))
-        .json(&json!({"name": "x", "role": "root"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad_role.status(), 400);
+    for bad in [
+        json!({"name": "x", "role": "root"}),
+        json!({"name": "x", "role": "viewer", "expires_in": "soon"}),
+        json!({"name": "x", "role": "viewer", "expires_in": "0s"}),
+    ] {
+        let refused = svc
+            .http
+            .post(format!("{}/api/v1/tokens", svc.base))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400, "{bad}");
+    }
     svc.stop().await;
 }
 
@@ -484,11 +493,17 @@ fn the_token_command_creates_lists_and_revokes_tokens_in_the_configured_database
         "analyst",
         "--name",
         "monthly report",
+        "--expires-in",
+        "30days",
     ]);
     let token = token.trim();
     let store = quantrac::security::SecurityDb::open(&db).unwrap();
     let who = store.authenticate(token).unwrap().unwrap();
     assert_eq!(who.role, Role::Analyst);
+    let expires = store.tokens().unwrap()[0].expires_at.unwrap();
+    let days =
+        (expires.as_millis() - quantrac::telemetry::Timestamp::now().as_millis()) / 86_400_000;
+    assert_eq!(days, 29, "30 days from now, less the moments since");
     let list = quantrac(&["token", "list"]);
     assert!(
         list.contains(&who.token_id) && list.contains("monthly report"),

@@ -31,6 +31,8 @@ fn token_json(t: &TokenInfo, state: &ApiState) -> Value {
         "id": t.id, "name": t.name, "role": t.role,
         "created_at": state.time(t.created_at), "created_by": t.created_by,
         "revoked_at": t.revoked_at.map(|at| state.time(at)), "revoked_by": t.revoked_by,
+        "expires_at": t.expires_at.map(|at| state.time(at)),
+        "last_used_at": t.last_used_at.map(|at| state.time(at)),
     })
 }
 
@@ -46,6 +48,9 @@ async fn tokens(State(state): State<ApiState>, RawQuery(q): RawQuery) -> ApiResu
 struct NewToken {
     name: String,
     role: Role,
+    /// How long the token works, e.g. `"90d"` (none: until revoked).
+    #[serde(default, with = "humantime_serde")]
+    expires_in: Option<std::time::Duration>,
 }
 
 async fn create(
@@ -56,8 +61,17 @@ async fn create(
     let Json(body) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
     let actor = who.actor();
     let address = who.address.map(|a| a.to_string());
+    let expires_at = body
+        .expires_in
+        .map(|d| crate::telemetry::Timestamp::now().saturating_add(d));
     let (text, info) = blocking(&state.guard.db, move |db| {
-        db.create_token(&body.name, body.role, &actor, address.as_deref())
+        db.create_token_until(
+            &body.name,
+            body.role,
+            expires_at,
+            &actor,
+            address.as_deref(),
+        )
     })
     .await?;
     tracing::info!(token = %info.id, role = %info.role, by = %who.token_id, "API token created");

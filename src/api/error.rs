@@ -85,7 +85,7 @@ impl From<crate::security::Error> for ApiError {
                 code: "already_revoked",
                 message: format!("token `{id}` is already revoked"),
             },
-            e @ E::BadName => ApiError::bad("body", e.to_string()),
+            e @ (E::BadName | E::BadExpiry) => ApiError::bad("body", e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

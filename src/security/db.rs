@@ -3,7 +3,9 @@
 //!
 //! Every call is a short blocking SQLite statement; async callers run them on the blocking
 //! pool ([`tokio::task::spawn_blocking`]). The server looks a token up on every request, so a
-//! revocation made by the command line takes effect at the next request.
+//! revocation made by the command line takes effect at the next request. A token may expire
+//! (`expires_at`); its `last_used_at` is kept to [`LAST_USED_GRANULARITY`], so that a busy
+//! token costs a write a minute, not one per request.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -46,6 +48,18 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 ";
 
+/// Version 1: token expiry and last use.
+const V1: &str = "
+ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;
+";
+
+/// How stale a token's `last_used_at` may be before a request updates it.
+pub const LAST_USED_GRANULARITY: std::time::Duration = std::time::Duration::from_secs(60);
+
+const TOKEN_COLUMNS: &str =
+    "id, name, role, created_at, created_by, revoked_at, revoked_by, expires_at, last_used_at";
+
 /// A token as listed (never its secret or hash).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TokenInfo {
@@ -56,6 +70,10 @@ pub struct TokenInfo {
     pub created_by: String,
     pub revoked_at: Option<Timestamp>,
     pub revoked_by: Option<String>,
+    /// It stops working at this time, if set.
+    pub expires_at: Option<Timestamp>,
+    /// Its last successful use, to [`LAST_USED_GRANULARITY`].
+    pub last_used_at: Option<Timestamp>,
 }
 
 /// The tokens and the audit log. Cheap to clone (one shared connection).
@@ -79,17 +97,25 @@ impl SecurityDb {
                 source,
             })?;
         }
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version < 1 {
+            let tx = conn.transaction()?;
+            tx.execute_batch(V1)?;
+            tx.pragma_update(None, "user_version", 1)?;
+            tx.commit()?;
+        }
         Ok(SecurityDb {
             conn: Arc::new(Mutex::new(conn)),
         })
     }
 
-    /// Creates a token; returns it (the only time its text exists) and its listing.
+    /// Creates a token that does not expire; returns it (the only time its text exists) and
+    /// its listing.
     pub fn create_token(
         &self,
         name: &str,
@@ -97,17 +123,32 @@ impl SecurityDb {
         actor: &str,
         address: Option<&str>,
     ) -> Result<(String, TokenInfo), Error> {
+        self.create_token_until(name, role, None, actor, address)
+    }
+
+    /// Creates a token that stops working at `expires_at` (if set, in the future).
+    pub fn create_token_until(
+        &self,
+        name: &str,
+        role: Role,
+        expires_at: Option<Timestamp>,
+        actor: &str,
+        address: Option<&str>,
+    ) -> Result<(String, TokenInfo), Error> {
         let name = name.trim();
         if name.is_empty() || name.len() > 100 {
             return Err(Error::BadName);
         }
-        let generated = token::generate()?;
         let now = Timestamp::now();
+        if expires_at.is_some_and(|at| at <= now) {
+            return Err(Error::BadExpiry);
+        }
+        let generated = token::generate()?;
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO tokens (id, name, role, salt, hash, created_at, created_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO tokens (id, name, role, salt, hash, created_at, created_by, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 generated.id,
                 name,
@@ -115,9 +156,16 @@ impl SecurityDb {
                 &generated.salt[..],
                 &generated.hash[..],
                 now.as_millis(),
-                actor
+                actor,
+                expires_at.map(Timestamp::as_millis),
             ],
         )?;
+        let until = expires_at.map_or_else(String::new, |at| {
+            format!(
+                ", expires {}",
+                at.to_rfc3339(&chrono::Offset::fix(&chrono::Utc))
+            )
+        });
         append(
             &tx,
             now,
@@ -125,7 +173,7 @@ impl SecurityDb {
                 actor: actor.to_owned(),
                 action: audit::Action::TokenCreated,
                 target: generated.id.clone(),
-                detail: format!("{role} token `{name}`"),
+                detail: format!("{role} token `{name}`{until}"),
                 address: address.map(str::to_owned),
             },
         )?;
@@ -138,6 +186,8 @@ impl SecurityDb {
             created_by: actor.to_owned(),
             revoked_at: None,
             revoked_by: None,
+            expires_at,
+            last_used_at: None,
         };
         Ok((generated.token, info))
     }
@@ -145,10 +195,9 @@ impl SecurityDb {
     /// Every token, newest first.
     pub fn tokens(&self) -> Result<Vec<TokenInfo>, Error> {
         let conn = self.conn.lock();
-        let mut stmt = conn.prepare(
-            "SELECT id, name, role, created_at, created_by, revoked_at, revoked_by
-             FROM tokens ORDER BY created_at DESC, id",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at DESC, id"
+        ))?;
         let rows = stmt.query_map([], token_info)?;
         let mut out = Vec::new();
         for row in rows {
@@ -169,8 +218,7 @@ impl SecurityDb {
         let tx = conn.transaction()?;
         let found = tx
             .query_row(
-                "SELECT id, name, role, created_at, created_by, revoked_at, revoked_by
-                 FROM tokens WHERE id = ?1",
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"),
                 [id],
                 token_info,
             )
@@ -205,38 +253,63 @@ impl SecurityDb {
 
     /// Checks a presented bearer token.
     pub fn authenticate(&self, presented: &str) -> Result<Result<Principal, AuthFailure>, Error> {
+        self.authenticate_at(presented, Timestamp::now())
+    }
+
+    /// [`SecurityDb::authenticate`] at time `now`.
+    pub fn authenticate_at(
+        &self,
+        presented: &str,
+        now: Timestamp,
+    ) -> Result<Result<Principal, AuthFailure>, Error> {
         let Some(p) = Presented::parse(presented) else {
             return Ok(Err(AuthFailure::Malformed));
         };
         let conn = self.conn.lock();
         let row = conn
             .query_row(
-                "SELECT name, role, salt, hash, revoked_at FROM tokens WHERE id = ?1",
+                "SELECT name, role, salt, hash, revoked_at, expires_at, last_used_at
+                 FROM tokens WHERE id = ?1",
                 [p.id],
                 |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                        r.get::<_, Option<i64>>(4)?,
-                    ))
+                    Ok(Stored {
+                        name: r.get(0)?,
+                        role: r.get(1)?,
+                        salt: r.get(2)?,
+                        hash: r.get(3)?,
+                        revoked: r.get::<_, Option<i64>>(4)?.is_some(),
+                        expires_at: r.get::<_, Option<i64>>(5)?.map(Timestamp::from_millis),
+                        last_used_at: r.get::<_, Option<i64>>(6)?.map(Timestamp::from_millis),
+                    })
                 },
             )
             .optional()?;
-        let Some((name, role, salt, hash, revoked_at)) = row else {
+        let Some(stored) = row else {
             return Ok(Err(AuthFailure::UnknownToken));
         };
-        if !token::matches(&salt, p.secret, &hash) {
+        if !token::matches(&stored.salt, p.secret, &stored.hash) {
             return Ok(Err(AuthFailure::WrongSecret));
         }
-        if revoked_at.is_some() {
+        if stored.revoked {
             return Ok(Err(AuthFailure::Revoked));
         }
-        let role = role.parse().map_err(|_| Error::Corrupt("token role"))?;
+        if stored.expires_at.is_some_and(|at| at <= now) {
+            return Ok(Err(AuthFailure::Expired));
+        }
+        let role = stored
+            .role
+            .parse()
+            .map_err(|_| Error::Corrupt("token role"))?;
+        let stale = now.saturating_sub(LAST_USED_GRANULARITY);
+        if stored.last_used_at.is_none_or(|at| at < stale) {
+            conn.execute(
+                "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
+                params![p.id, now.as_millis()],
+            )?;
+        }
         Ok(Ok(Principal {
             token_id: p.id.to_owned(),
-            name,
+            name: stored.name,
             role,
             address: None,
         }))
@@ -347,6 +420,17 @@ fn append(tx: &rusqlite::Transaction<'_>, at: Timestamp, e: &NewEntry) -> Result
 
 type RowResult<T> = rusqlite::Result<Result<T, Error>>;
 
+/// A token's row as authentication reads it.
+struct Stored {
+    name: String,
+    role: String,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+    revoked: bool,
+    expires_at: Option<Timestamp>,
+    last_used_at: Option<Timestamp>,
+}
+
 fn token_info(r: &rusqlite::Row<'_>) -> RowResult<TokenInfo> {
     let role: String = r.get(2)?;
     let Ok(role) = role.parse() else {
@@ -360,6 +444,8 @@ fn token_info(r: &rusqlite::Row<'_>) -> RowResult<TokenInfo> {
         created_by: r.get(4)?,
         revoked_at: r.get::<_, Option<i64>>(5)?.map(Timestamp::from_millis),
         revoked_by: r.get(6)?,
+        expires_at: r.get::<_, Option<i64>>(7)?.map(Timestamp::from_millis),
+        last_used_at: r.get::<_, Option<i64>>(8)?.map(Timestamp::from_millis),
     }))
 }
 
@@ -389,6 +475,67 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = SecurityDb::open(&dir.path().join("security.db")).unwrap();
         (dir, db)
+    }
+
+    #[test]
+    fn a_token_stops_working_at_its_expiry_and_cannot_be_made_expired() {
+        let (_dir, db) = db();
+        let now = Timestamp::now();
+        let until = now.saturating_add(std::time::Duration::from_secs(3600));
+        let (text, info) = db
+            .create_token_until("contractor", Role::Viewer, Some(until), "cli", None)
+            .unwrap();
+        assert_eq!(info.expires_at, Some(until));
+        assert!(db.authenticate_at(&text, now).unwrap().is_ok());
+        assert_eq!(
+            db.authenticate_at(&text, until).unwrap(),
+            Err(AuthFailure::Expired)
+        );
+        assert!(matches!(
+            db.create_token_until("late", Role::Viewer, Some(now), "cli", None),
+            Err(Error::BadExpiry)
+        ));
+        let log = db.audit_log(0, 10).unwrap();
+        assert!(log[0].detail.contains("expires"), "{:?}", log[0]);
+    }
+
+    #[test]
+    fn last_use_is_kept_to_the_minute() {
+        let (_dir, db) = db();
+        let (text, _) = db.create_token("ops", Role::Viewer, "cli", None).unwrap();
+        assert_eq!(db.tokens().unwrap()[0].last_used_at, None);
+        let t0 = Timestamp::now();
+        let later = |s| t0.saturating_add(std::time::Duration::from_secs(s));
+        db.authenticate_at(&text, t0).unwrap().unwrap();
+        db.authenticate_at(&text, later(30)).unwrap().unwrap();
+        assert_eq!(db.tokens().unwrap()[0].last_used_at, Some(t0));
+        db.authenticate_at(&text, later(61)).unwrap().unwrap();
+        assert_eq!(db.tokens().unwrap()[0].last_used_at, Some(later(61)));
+    }
+
+    #[test]
+    fn a_database_from_before_expiry_keeps_its_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("security.db");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(SCHEMA).unwrap();
+            old.execute(
+                "INSERT INTO tokens (id, name, role, salt, hash, created_at, created_by)
+                 VALUES ('0123456789ab', 'old', 'viewer', x'00', x'00', 1, 'cli')",
+                [],
+            )
+            .unwrap();
+        }
+        let db = SecurityDb::open(&path).unwrap();
+        let tokens = db.tokens().unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!((tokens[0].expires_at, tokens[0].last_used_at), (None, None));
+        drop(db);
+        assert!(
+            SecurityDb::open(&path).is_ok(),
+            "opening again migrates nothing"
+        );
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub enum AuthFailure {
     UnknownToken,
     WrongSecret,
     Revoked,
+    /// Past its `expires_at`.
+    Expired,
 }
 
 impl AuthFailure {
@@ -65,6 +67,7 @@ impl AuthFailure {
             AuthFailure::UnknownToken => "unknown_token",
             AuthFailure::WrongSecret => "wrong_secret",
             AuthFailure::Revoked => "revoked",
+            AuthFailure::Expired => "expired",
         }
     }
 }
@@ -82,6 +85,8 @@ pub enum Error {
     Random(#[from] token::RandomError),
     #[error("a token name must be 1 to 100 characters")]
     BadName,
+    #[error("a token's expiry must be in the future")]
+    BadExpiry,
     #[error("no token `{0}`")]
     UnknownToken(String),
     #[error("token `{0}` is already revoked")]
