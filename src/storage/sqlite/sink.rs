@@ -114,10 +114,11 @@ impl SqliteSink {
             }
         }
         for (station, seen) in seen {
+            let window = seen.window.map(Window::to_bytes);
             tx.prepare_cached(UPSERT_SEEN)?.execute(params![
                 &**station,
                 seen.last.map(Timestamp::as_millis),
-                seen.window.map(|w| w.to_bytes().to_vec()),
+                window.as_ref().map(|w| &w[..]),
             ])?;
         }
         if quarantined {
