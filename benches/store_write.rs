@@ -6,6 +6,11 @@
 //! 4,000 rows: the sizes quantrac's group commit reaches behind a QoS 1 window of 100 and of
 //! 1,000 messages), then waits until the batch is durable: one transaction per batch.
 //! `storage.sync` is "full", the default, unless the case says "normal".
+//!
+//! The `+presence` and `+presence+counter` cases write what ingest writes with each message
+//! besides its readings: the station's last arrival and, for stations that number their
+//! records, its record-counter window (`security::sequence`); their ratio to the plain case of
+//! the same batch size is the cost of that state.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is right
 
 use std::sync::Arc;
@@ -13,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use quantrac::config::SyncMode;
+use quantrac::security::sequence::Sequences;
 use quantrac::storage::sqlite::{SqliteConfig, SqliteStore};
-use quantrac::storage::{Store, WriteItem};
+use quantrac::storage::{PresenceUpdate, Store, WriteItem};
 use quantrac::telemetry::{Reading, Status, Timestamp};
 
 const STATIONS: usize = 1000;
@@ -39,10 +45,26 @@ impl Fleet {
         }
     }
 
-    /// The message of station `s` at minute `minute`: 8 readings.
-    fn message(&self, s: usize, minute: i64) -> WriteItem {
+    /// The message of station `s` at minute `minute`: 8 readings, and the state `extra`
+    /// says ingest writes with them.
+    fn message(&self, s: usize, minute: i64, extra: Extra, counters: &mut Sequences) -> WriteItem {
         let ts = Timestamp::from_millis(T0 + minute * 60_000);
+        let station = &self.stations[s];
+        let presence = (extra != Extra::None).then(|| PresenceUpdate {
+            station: station.clone(),
+            last_seen: Some(ts),
+            gateway: None,
+        });
+        let record_window = (extra == Extra::PresenceAndCounter).then(|| {
+            counters.check(station, minute as u64);
+            (
+                station.clone(),
+                *counters.window(station).expect("just counted"),
+            )
+        });
         WriteItem {
+            presence,
+            record_window,
             readings: self
                 .params
                 .iter()
@@ -57,6 +79,24 @@ impl Fleet {
                 })
                 .collect(),
             ..WriteItem::default()
+        }
+    }
+}
+
+/// What each message writes besides its readings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Extra {
+    None,
+    Presence,
+    PresenceAndCounter,
+}
+
+impl Extra {
+    fn label(self) -> &'static str {
+        match self {
+            Extra::None => "",
+            Extra::Presence => "+presence",
+            Extra::PresenceAndCounter => "+presence+counter",
         }
     }
 }
@@ -83,11 +123,14 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let fleet = Fleet::new();
     let mut group = c.benchmark_group("store_write");
-    for (sync, messages) in [
-        (SyncMode::Full, 50usize),
-        (SyncMode::Full, 500),
-        (SyncMode::Normal, 50),
+    for (sync, messages, extra) in [
+        (SyncMode::Full, 50usize, Extra::None),
+        (SyncMode::Full, 50, Extra::Presence),
+        (SyncMode::Full, 50, Extra::PresenceAndCounter),
+        (SyncMode::Full, 500, Extra::None),
+        (SyncMode::Normal, 50, Extra::None),
     ] {
+        let mut counters = Sequences::new();
         let dir = tempfile::tempdir().unwrap();
         let mut config = SqliteConfig::in_dir(dir.path());
         config.sync = sync;
@@ -101,7 +144,7 @@ fn bench(c: &mut Criterion) {
             for m in 0..50 {
                 for chunk in 0..STATIONS / messages {
                     let items = (chunk * messages..(chunk + 1) * messages)
-                        .map(|s| fleet.message(s, m))
+                        .map(|s| fleet.message(s, m, extra, &mut counters))
                         .collect();
                     commit(&store, items).await;
                 }
@@ -113,7 +156,10 @@ fn bench(c: &mut Criterion) {
         let label = format!("{sync:?}").to_lowercase();
         group.throughput(Throughput::Elements((messages * PARAMS.len()) as u64));
         group.bench_function(
-            BenchmarkId::new(format!("sync_{label}"), messages * PARAMS.len()),
+            BenchmarkId::new(
+                format!("sync_{label}{}", extra.label()),
+                messages * PARAMS.len(),
+            ),
             |b| {
                 b.iter_custom(|iterations| {
                     let mut spent = Duration::ZERO;
@@ -122,7 +168,7 @@ fn bench(c: &mut Criterion) {
                             .map(|k| {
                                 let s = (next_station + k) % STATIONS;
                                 minutes[s] += 1;
-                                fleet.message(s, minutes[s])
+                                fleet.message(s, minutes[s], extra, &mut counters)
                             })
                             .collect();
                         next_station = (next_station + messages) % STATIONS;
