@@ -40,6 +40,8 @@ use crate::validate::Rules;
 /// How long each shutdown step may take before it is abandoned (five steps: a shutdown takes
 /// at most a minute and a half, and normally well under a second).
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a stop waits for device links to hand their last frames to the embedded broker.
+const GATE_CLOSE_LIMIT: Duration = Duration::from_secs(5);
 
 /// How often readings older than the retention period are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -277,6 +279,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         ingest::Settings {
             address: own.0.clone(),
             mqtt: own.1.clone(),
+            drain_broker: guard.is_some(),
         },
         pipeline,
         store.clone(),
@@ -284,6 +287,19 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         ingest_status.clone(),
         ingest_stop.clone(),
     ));
+    if let Some(guard) = &guard {
+        // Devices come in once quantrac takes what they send (`mqtt::gate`).
+        let guard = guard.clone();
+        let status = ingest_status.clone();
+        tokio::spawn(async move {
+            let mut ready = status.readiness();
+            if ready.wait_for(|&ready| ready).await.is_err() {
+                return;
+            }
+            guard.gate.open();
+            tracing::info!("the embedded broker admits devices");
+        });
+    }
 
     let api_stop = CancellationToken::new();
     let state = ApiState {
@@ -503,9 +519,13 @@ impl Running {
     }
 
     /// Resolves once ingest is connected and subscribed.
+    /// With the embedded broker, also until it admits devices.
     pub async fn wait_ready(&self) {
         let mut rx = self.ingest_status.readiness();
         let _ = rx.wait_for(|&ready| ready).await;
+        if let Some(guard) = &self.guard {
+            guard.gate.opened().await;
+        }
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
@@ -542,6 +562,17 @@ impl Running {
     /// notifiers (send what is queued), the store (commit or spool what is queued), the API.
     pub async fn stop(self) -> Report {
         let mut s = Sequence::new(STEP_TIMEOUT);
+        if let Some(guard) = &self.guard {
+            s.step("gate", "closing the embedded broker to devices", async {
+                match guard.gate.close(GATE_CLOSE_LIMIT).await {
+                    0 => Ok(()),
+                    n => Err(format!(
+                        "{n} device links still open after {GATE_CLOSE_LIMIT:?}"
+                    )),
+                }
+            })
+            .await;
+        }
         let ingest_stop = self.ingest_stop.clone();
         s.step(
             "ingest",

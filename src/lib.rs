@@ -36,7 +36,8 @@
 //! A message's MQTT acknowledgement is released only after every reading in it is durably
 //! stored or durably rejected ([`ingest`], [`ack`], [`storage`]); readings are identified by
 //! `(station, param, ts)` and stored once; every bounded queue applies backpressure instead
-//! of dropping.
+//! of dropping. The embedded broker, which ends with the process, admits devices only while
+//! ingest takes what they send, and is drained before ingest stops ([`mqtt::gate`]).
 
 pub mod ack;
 pub mod alerts;

@@ -179,6 +179,8 @@ async fn broker_only(config: Config) -> anyhow::Result<()> {
         &config.mqtt.topic_prefix,
     )
     .context("cannot start the embedded broker")?;
+    // No quantrac behind it: devices are let in at once.
+    broker.guard.gate.open();
     println!(
         "embedded MQTT broker on {}; stop with Ctrl-C",
         broker.listen

@@ -60,7 +60,7 @@ pub const MQTT_CONNECTED: &str = "quantrac_mqtt_connected";
 pub const MQTT_RECONNECTS_TOTAL: &str = "quantrac_mqtt_reconnects_total";
 /// Clients the embedded broker's guard refused or disconnected, by `reason` (`anonymous`,
 /// `bad_credentials`, `will_not_allowed`, `publish_not_allowed`, `subscribe_not_allowed`,
-/// `bad_client_id`, `protocol`, `revoked`).
+/// `bad_client_id`, `protocol`, `revoked`, `unavailable`).
 pub const MQTT_REFUSED_TOTAL: &str = "quantrac_mqtt_refused_total";
 /// Log lines dropped because stderr's consumer fell behind (see [`crate::logging`]).
 pub const LOG_LINES_DROPPED_TOTAL: &str = "quantrac_log_lines_dropped_total";

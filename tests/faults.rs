@@ -5,6 +5,8 @@
 //! - quantrac is killed with SIGKILL in the middle of a load, then restarted: exactly the
 //!   readings published are stored;
 //! - the broker restarts in the middle of a load: nothing is lost;
+//! - quantrac stops and starts again with its embedded broker while a device publishes: every
+//!   message the device had acknowledged is stored;
 //! - shutdown runs its steps in order, and SIGTERM stops the binary cleanly.
 //!
 //! The broker tests run their own Mosquitto (on a free port, configured as
@@ -345,7 +347,6 @@ async fn a_broker_restart_in_the_middle_of_a_load_loses_nothing() {
     svc.stop().await;
 }
 
-/// `quantrac serve` as a separate process, configured by environment variables.
 /// A `quantrac serve` child process whose log is read as it comes (a pipe nobody reads fills
 /// up, and the log would lose its lines).
 struct Served {
@@ -366,21 +367,40 @@ impl Served {
     }
 }
 
+/// `quantrac serve` on `broker`, configured by environment variables.
 fn serve(data: &Path, api: &str, broker: &str, prefix: &str) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quantrac"))
+    let mut command = serve_command(data, api, prefix);
+    command.env("QUANTRAC_MQTT__URL", broker);
+    spawn(command)
+}
+
+/// `quantrac serve` with its embedded broker on `listen`, open to anonymous devices.
+fn serve_embedded(data: &Path, api: &str, listen: &str, prefix: &str) -> Served {
+    let mut command = serve_command(data, api, prefix);
+    command
+        .env("QUANTRAC_MQTT__EMBEDDED__LISTEN", listen)
+        .env("QUANTRAC_MQTT__EMBEDDED__ALLOW_ANONYMOUS", "true");
+    spawn(command)
+}
+
+fn serve_command(data: &Path, api: &str, prefix: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quantrac"));
+    command
         .arg("serve")
         .env("QUANTRAC_STORAGE__PATH", data)
         .env("QUANTRAC_API__LISTEN", api)
-        .env("QUANTRAC_MQTT__URL", broker)
         .env("QUANTRAC_MQTT__CLIENT_ID", format!("quantrac-{prefix}"))
         .env("QUANTRAC_MQTT__TOPIC_PREFIX", prefix)
         .env("QUANTRAC_REGISTRY__SEEDS", common::seeds())
         .env("QUANTRAC_LOG__LEVEL", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    command
+}
+
+fn spawn(mut command: Command) -> Served {
+    let mut child = command.spawn().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let log = std::thread::spawn(move || {
         let mut text = String::new();
@@ -458,4 +478,164 @@ async fn sigkill_in_the_middle_of_a_load_then_restart_stores_exactly_every_readi
     assert!(at("stopping ingest") < at("closing the store"));
     assert!(at("closing the store") < at("stopping the API"));
     gw.disconnect().await.unwrap();
+}
+
+/// The times of the SO2 readings the API returns from `t0` on.
+async fn stored_times(api: &Api, t0: i64) -> std::collections::HashSet<i64> {
+    let url = format!(
+        "{}/api/v1/readings?station={ST}&param=SO2&from={t0}&to={}&limit=10000",
+        api.base,
+        t0 + 86_400_000
+    );
+    let body: serde_json::Value = api
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["readings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let at = r["ts"].as_str().unwrap();
+            chrono::DateTime::parse_from_rfc3339(at)
+                .unwrap()
+                .timestamp_millis()
+        })
+        .collect()
+}
+
+/// A gateway that sends one message at a time and remembers which ones the broker
+/// acknowledged (PUBACK). An unacknowledged message is not sent again (a new session drops
+/// it): what it proves is that every acknowledged one is stored.
+async fn gateway(
+    url: String,
+    topic: String,
+    t0: i64,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let (host, port) = url.trim_start_matches("mqtt://").rsplit_once(':').unwrap();
+    let mut options = rumqttc::MqttOptions::new(common::unique("gw"), host, port.parse().unwrap());
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = rumqttc::AsyncClient::new(options, 10);
+    let mut i: u64 = 0;
+    while !stop.is_cancelled() {
+        let ts = t0 + i as i64 * 1000;
+        let payload = firmware_sim::encode::encode_signed(
+            &[record(ST, ts, i, &[("SO2", 50.0, "mg/Nm3")])],
+            Encoding::Json,
+            None,
+        );
+        client
+            .publish(topic.clone(), rumqttc::QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+        i += 1;
+        let mut cut = false;
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                    acked.lock().unwrap().push(ts);
+                    break;
+                }
+                // Connected again after a cut, in a new session: the message was dropped.
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) if cut => break,
+                Ok(_) => {}
+                Err(_) => {
+                    // Refused or cut: this message is not acknowledged; reconnect and go on.
+                    cut = true;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_the_embedded_broker_keeps_every_message_a_device_had_acknowledged() {
+    let data = tempfile::tempdir().unwrap();
+    let api = quantrac::mqtt::free_local_addr().unwrap().to_string();
+    let mqtt = quantrac::mqtt::free_local_addr().unwrap().to_string();
+    let base = format!("http://{api}");
+    let prefix = common::unique("drain");
+    let reader = Api::for_data(data.path(), &base);
+    let quantrac = serve_embedded(data.path(), &api, &mqtt, &prefix);
+    wait_ready(&base).await;
+
+    let t0 = t0();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let topic = format!("{prefix}/quantrac/v1/{ZONE}/{ST}/telemetry/json");
+    let device = tokio::spawn(gateway(
+        format!("mqtt://{mqtt}"),
+        topic,
+        t0,
+        acked.clone(),
+        stop.clone(),
+    ));
+    let count = || acked.lock().unwrap().len();
+    let wait_for = |n: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // The gateway's progress is in its own task: poll the shared count.
+        while count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "the gateway got {} acknowledgements",
+                count()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    wait_for(300).await;
+    // Stop in the middle of the stream: the device keeps publishing while quantrac stops.
+    terminate(&quantrac.child);
+    let (status, log) = quantrac.finish();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("the embedded broker is drained"),
+        "drained before stopping:\n{log}"
+    );
+    let before = count();
+    let quantrac = serve_embedded(data.path(), &api, &mqtt, &prefix);
+    wait_ready(&base).await;
+    wait_for(before + 300).await;
+    stop.cancel();
+    device.await.unwrap();
+
+    let acked = acked.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let missing = loop {
+        let stored = stored_times(&reader, t0).await;
+        let missing: Vec<i64> = acked
+            .iter()
+            .copied()
+            .filter(|t| !stored.contains(t))
+            .collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "{} messages acknowledged to the device, {} before the restart",
+        acked.len(),
+        before
+    );
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages lost, first at {:?}",
+        missing.len(),
+        missing.first()
+    );
+    terminate(&quantrac.child);
+    let (status, log) = quantrac.finish();
+    assert!(status.success(), "{log}");
 }

@@ -29,6 +29,14 @@
 //! broker keeps its QoS 1 messages. Each connection has an epoch; acknowledgements of messages
 //! received on an earlier connection are withheld (the broker delivers those again, and the
 //! store stores them once), so a stale packet id can never acknowledge a different message.
+//!
+//! # Stopping
+//! Messages already received are stored and acknowledged. The rest stays with the broker,
+//! which keeps it for the persistent session, unless the broker is the embedded one: it ends
+//! with the process, so ingest first drains it. The guard's gate is closed by then (no device
+//! publishes any more, [`crate::mqtt::gate`]); ingest publishes a fence to itself on each of
+//! its subscriptions ([`topic::fences`]) and goes on until every fence is back, at most
+//! [`DRAIN_LIMIT`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -52,6 +60,9 @@ use crate::storage::Store;
 use crate::telemetry::{topic, Timestamp};
 
 pub use crate::mqtt::Error;
+
+/// How long a stop waits for the embedded broker's fences.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Connection state shown by `/readyz`, and progress signals.
 #[derive(Debug)]
@@ -119,6 +130,14 @@ impl IngestStatus {
 pub struct Settings {
     pub address: BrokerAddress,
     pub mqtt: MqttConfig,
+    /// The broker ends with this process (the embedded one): drain it before stopping.
+    pub drain_broker: bool,
+}
+
+/// The fences still awaited while draining the embedded broker.
+struct Drain {
+    fences: Vec<String>,
+    deadline: tokio::time::Instant,
 }
 
 /// A received message on its way through the worker.
@@ -194,6 +213,7 @@ impl EventLoopTask {
         shutdown: CancellationToken,
     ) {
         let mut inbound = Some(inbound);
+        let mut drain: Option<Drain> = None;
         let mut warned_full = false;
         let mut backoff = self.settings.mqtt.reconnect_min;
         let address = self.settings.address.to_string();
@@ -201,8 +221,17 @@ impl EventLoopTask {
             tokio::select! {
                 // Stop forwarding: the worker drains what it has, then the releaser
                 // acknowledges it, then it ends (next arm).
-                () = shutdown.cancelled(), if inbound.is_some() => {
-                    tracing::info!("ingest stopping: draining received messages");
+                () = shutdown.cancelled(), if inbound.is_some() && drain.is_none() => {
+                    drain = self.start_drain();
+                    if drain.is_none() {
+                        tracing::info!("ingest stopping: draining received messages");
+                        inbound = None;
+                    }
+                }
+                () = sleep_until(drain.as_ref().map(|d| d.deadline)), if drain.is_some() => {
+                    let missing = drain.take().map_or(0, |d| d.fences.len());
+                    tracing::error!(missing, limit = ?DRAIN_LIMIT,
+                        "the embedded broker was not drained in time: messages it still holds are lost with the process");
                     inbound = None;
                 }
                 _ = &mut releaser => break,
@@ -226,6 +255,18 @@ impl EventLoopTask {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        if let Some(d) = &mut drain {
+                            if let Some(at) = d.fences.iter().position(|f| **f == *publish.topic) {
+                                d.fences.swap_remove(at);
+                                let _ = self.client.try_ack(&publish);
+                                if d.fences.is_empty() {
+                                    tracing::info!("ingest stopping: the embedded broker is drained");
+                                    drain = None;
+                                    inbound = None;
+                                }
+                                continue;
+                            }
+                        }
                         let Some(tx) = &inbound else {
                             // Shutting down: leave it unacknowledged; the broker keeps it.
                             continue;
@@ -270,6 +311,35 @@ impl EventLoopTask {
         self.disconnect().await;
     }
 
+    /// With the embedded broker, publishes the fences and starts draining; `None` otherwise
+    /// (or when not connected: nothing can be drained then).
+    fn start_drain(&self) -> Option<Drain> {
+        if !self.settings.drain_broker || !self.status.is_connected() {
+            return None;
+        }
+        let nonce = crate::security::token::random::<8>()
+            .map(|b| crate::security::token::hex(&b))
+            .unwrap_or_else(|_| Timestamp::now().as_millis().to_string());
+        let fences = topic::fences(&self.settings.mqtt.topic_prefix, &nonce);
+        for fence in &fences {
+            if let Err(e) = self
+                .client
+                .try_publish(fence, QoS::AtLeastOnce, false, nonce.clone())
+            {
+                tracing::error!(error = %e, "cannot publish a fence to drain the embedded broker");
+                return None;
+            }
+        }
+        tracing::info!(
+            fences = fences.len(),
+            "ingest stopping: draining the embedded broker"
+        );
+        Some(Drain {
+            fences,
+            deadline: tokio::time::Instant::now() + DRAIN_LIMIT,
+        })
+    }
+
     fn subscribe(&self, session_present: bool) {
         if session_present {
             // The broker kept our subscriptions with the session.
@@ -306,6 +376,14 @@ impl EventLoopTask {
         }
         self.status.set_connected(false);
         tracing::info!("disconnected from MQTT broker");
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -97,6 +97,7 @@ pub fn start(
         max_packet_size: config.max_payload_size + 1024,
         internal,
         internal_login: internal_login.clone(),
+        gate: super::gate::Gate::new(),
     });
     tokio::spawn(guard::serve(public, guard.clone()));
     let tls_listen = tls.map(|(listener, acceptor, local)| {

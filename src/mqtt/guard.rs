@@ -10,6 +10,9 @@
 //! the client id put under `d:{username}:` or `anon:` so that no device can take over the
 //! session of another, or of quantrac's own clients). Broker-to-client bytes are copied
 //! untouched.
+//!
+//! Sessions are relayed only while the [`Gate`] is open: from the moment quantrac is
+//! subscribed until it starts to shut down.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::devices::{Device, Devices};
+use super::gate::Gate;
 use crate::metrics as m;
 
 /// Characters rumqttd does not accept in a client id.
@@ -34,6 +38,9 @@ static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 /// How long a client may take to send its CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a relay closed by the gate waits for rumqttd to close the link behind it.
+const LINK_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// What the guard needs to know.
 pub struct Guard {
     pub devices: ArcSwap<Devices>,
@@ -43,6 +50,8 @@ pub struct Guard {
     /// rumqttd's loopback listener and the credentials only the guard and quantrac know.
     pub internal: SocketAddr,
     pub internal_login: (String, String),
+    /// Open while quantrac takes what devices send.
+    pub gate: Gate,
 }
 
 /// Why a connection was refused or closed. Codes are metric labels.
@@ -57,6 +66,8 @@ pub enum Refusal {
     SubscribeNotAllowed,
     /// The device was removed, or its password changed, by a reload of `devices.toml`.
     Revoked,
+    /// quantrac is not subscribed yet, or is shutting down.
+    Unavailable,
 }
 
 impl Refusal {
@@ -70,6 +81,7 @@ impl Refusal {
             Refusal::PublishNotAllowed => "publish_not_allowed",
             Refusal::SubscribeNotAllowed => "subscribe_not_allowed",
             Refusal::Revoked => "revoked",
+            Refusal::Unavailable => "unavailable",
         }
     }
 }
@@ -126,7 +138,12 @@ pub async fn serve_tls(
 
 fn refused(peer: SocketAddr, who: &str, refusal: Refusal) {
     metrics::counter!(m::MQTT_REFUSED_TOTAL, m::LABEL_REASON => refusal.code()).increment(1);
-    tracing::warn!(%peer, who, reason = refusal.code(), "MQTT client refused");
+    if refusal == Refusal::Unavailable {
+        // Every gateway retrying around a start or a stop: expected, and counted.
+        tracing::debug!(%peer, reason = refusal.code(), "MQTT client asked to come back later");
+    } else {
+        tracing::warn!(%peer, who, reason = refusal.code(), "MQTT client refused");
+    }
 }
 
 /// Reads until one whole frame is buffered; `None` at end of stream.
@@ -169,6 +186,11 @@ where
             let _ = connack(&mut to_client, ConnectReturnCode::RefusedProtocolVersion).await;
             return;
         }
+    };
+    let Some(_pass) = guard.gate.enter() else {
+        refused(peer, "-", Refusal::Unavailable);
+        let _ = connack(&mut to_client, ConnectReturnCode::ServiceUnavailable).await;
+        return;
     };
     // rumqttd refuses these ids only after it has registered the connection, and then
     // panics when the id comes back: refuse them here.
@@ -238,13 +260,14 @@ where
     }
     out.clear();
     // Broker to client: untouched.
-    let down = tokio::spawn(async move {
+    let mut down = tokio::spawn(async move {
         let _ = tokio::io::copy(&mut from_broker, &mut to_client).await;
         let _ = to_client.shutdown().await;
     });
     // Client to broker: frame by frame, each PUBLISH and SUBSCRIBE checked. Frames before a
     // violation still go through; the violating one and the connection stop there.
     let mut generation = devices;
+    let mut closing = false;
     let outcome = loop {
         if let Err(refusal) = follow_reload(&mut who, &mut generation, &guard) {
             break Some(refusal);
@@ -257,15 +280,31 @@ where
         if verdict.is_some() {
             break verdict;
         }
-        match from_client.read_buf(&mut buffer).await {
-            Ok(0) | Err(_) => break None,
-            Ok(_) => {}
+        tokio::select! {
+            () = guard.gate.closed() => {
+                closing = true;
+                break None;
+            }
+            read = from_client.read_buf(&mut buffer) => match read {
+                Ok(0) | Err(_) => break None,
+                Ok(_) => {}
+            },
         }
     };
     if let Some(refusal) = outcome {
         refused(peer, &name, refusal);
     }
     let _ = to_broker.shutdown().await;
+    if closing {
+        // rumqttd reads what was forwarded, then the end of the stream, and closes the link:
+        // then everything it acknowledged on this link is in its logs.
+        if tokio::time::timeout(LINK_CLOSE_WAIT, &mut down)
+            .await
+            .is_err()
+        {
+            tracing::warn!(%peer, who = name, "the embedded broker did not close a device link in time");
+        }
+    }
     down.abort();
 }
 

@@ -4,6 +4,7 @@
 
 mod broker;
 pub mod devices;
+pub mod gate;
 pub mod guard;
 mod tls;
 

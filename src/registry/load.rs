@@ -322,7 +322,7 @@ fn build(
 fn check_id(what: &str, id: &str, problems: &mut Vec<String>) {
     if !is_valid_id(id) {
         problems.push(format!(
-            "{what} id `{id}` must match [A-Za-z0-9_-]{{1,64}} (it appears in MQTT topics)"
+            "{what} id `{id}` must match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}} (it appears in MQTT topics)"
         ));
     }
 }

@@ -192,9 +192,11 @@ impl Registry {
     }
 }
 
-/// Whether `id` is a valid registry id: `[A-Za-z0-9_-]{1,64}`.
+/// Whether `id` is a valid registry id: `[A-Za-z0-9][A-Za-z0-9_-]{0,63}`. Ids starting with
+/// `_` or `-` are reserved (quantrac's own topics use them, e.g. [`crate::telemetry::topic::FENCE_ZONE`]).
 pub fn is_valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
+        && id.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
