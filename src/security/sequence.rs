@@ -17,8 +17,21 @@ use std::sync::Arc;
 /// How far below the highest `seq` a record may still arrive.
 pub const WINDOW: u64 = 1024;
 const WORDS: usize = (WINDOW / 64) as usize;
-/// Length of [`Window::to_bytes`].
-pub const SAVED_LEN: usize = 16 + 8 * WORDS;
+/// The longest saved form ([`Window::to_bytes`]).
+pub const SAVED_MAX: usize = 17 + 8 * WORDS;
+
+/// A window's saved form: the first `len` bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Saved {
+    bytes: [u8; SAVED_MAX],
+    len: usize,
+}
+
+impl Saved {
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
 
 /// What a record's `seq` means for its station.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,35 +97,61 @@ impl Window {
         self.set(0);
     }
 
-    /// The saved form: `highest`, `missing`, then the words of `seen`, all u64 little-endian
-    /// ([`SAVED_LEN`] bytes).
-    pub fn to_bytes(&self) -> [u8; SAVED_LEN] {
-        let mut out = [0; SAVED_LEN];
-        let words = [self.highest, self.missing].into_iter().chain(self.seen);
-        for (chunk, word) in out.chunks_exact_mut(8).zip(words) {
+    /// The saved form, little-endian: `highest` (8 bytes), `missing` (8), a fill byte (`0x00`
+    /// or `0xff`), then the words of `seen` (8 bytes each) up to the last one that differs
+    /// from the fill: the words after it are all fill bits. A station that sends every record
+    /// in order has a window of all ones: 17 bytes, not 144, which keeps the rows it is saved
+    /// in small (they are rewritten with every batch).
+    pub fn to_bytes(&self) -> Saved {
+        let fill = if self.seen[WORDS - 1] == u64::MAX {
+            u64::MAX
+        } else {
+            0
+        };
+        let words = self
+            .seen
+            .iter()
+            .rposition(|&w| w != fill)
+            .map_or(0, |last| last + 1);
+        let mut saved = Saved {
+            bytes: [0; SAVED_MAX],
+            len: 17 + 8 * words,
+        };
+        saved.bytes[..8].copy_from_slice(&self.highest.to_le_bytes());
+        saved.bytes[8..16].copy_from_slice(&self.missing.to_le_bytes());
+        saved.bytes[16] = fill as u8;
+        for (chunk, word) in saved.bytes[17..saved.len]
+            .chunks_exact_mut(8)
+            .zip(self.seen)
+        {
             chunk.copy_from_slice(&word.to_le_bytes());
         }
-        out
+        saved
     }
 
-    /// Reads [`Window::to_bytes`]; `None` if `bytes` has the wrong length.
+    /// Reads [`Window::to_bytes`]; `None` if `bytes` is not such a form.
     pub fn from_bytes(bytes: &[u8]) -> Option<Window> {
-        if bytes.len() != SAVED_LEN {
+        let word = |at: usize| {
+            let chunk: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
+            Some(u64::from_le_bytes(chunk))
+        };
+        let fill = match *bytes.get(16)? {
+            0x00 => 0,
+            0xff => u64::MAX,
+            _ => return None,
+        };
+        let words = (bytes.len() - 17) / 8;
+        if (bytes.len() - 17) % 8 != 0 || words > WORDS {
             return None;
         }
-        let mut words = bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()));
-        let highest = words.next()?;
-        let missing = words.next()?;
-        let mut seen = [0; WORDS];
-        for (slot, word) in seen.iter_mut().zip(words) {
-            *slot = word;
+        let mut seen = [fill; WORDS];
+        for (i, slot) in seen.iter_mut().take(words).enumerate() {
+            *slot = word(17 + 8 * i)?;
         }
         Some(Window {
-            highest,
+            highest: word(0)?,
             seen,
-            missing,
+            missing: word(8)?,
         })
     }
 
@@ -262,7 +301,7 @@ mod tests {
             s.check(&id, seq);
         }
         let saved = s.window("S1").map(Window::to_bytes).unwrap();
-        let window = Window::from_bytes(&saved).unwrap();
+        let window = Window::from_bytes(saved.as_slice()).unwrap();
         assert_eq!(Some(&window), s.window("S1"));
         let mut again = Sequences::restore([(id.clone(), window)]);
         assert_eq!(again.check(&id, 1990), Verdict::Replayed { highest: 2000 });
@@ -275,10 +314,39 @@ mod tests {
     }
 
     #[test]
-    fn a_saved_window_of_the_wrong_length_is_refused() {
-        let saved = Window::first(7).to_bytes();
-        assert!(Window::from_bytes(&saved[..SAVED_LEN - 1]).is_none());
-        assert!(Window::from_bytes(&[saved.as_slice(), &[0]].concat()).is_none());
-        assert_eq!(Window::from_bytes(&saved), Some(Window::first(7)));
+    fn a_station_that_sends_in_order_saves_a_short_window() {
+        let mut w = Window::first(1);
+        for seq in 2..=3000 {
+            w.check(seq);
+        }
+        assert_eq!(w.to_bytes().as_slice().len(), 17, "all ones: the fill only");
+        let young = Window::first(5);
+        assert_eq!(
+            young.to_bytes().as_slice().len(),
+            17 + 8,
+            "one word, then zeros"
+        );
+        for window in [w, young] {
+            assert_eq!(
+                Window::from_bytes(window.to_bytes().as_slice()),
+                Some(window)
+            );
+        }
+    }
+
+    #[test]
+    fn a_damaged_saved_window_is_refused() {
+        let mut w = Window::first(7);
+        w.check(9);
+        let saved = w.to_bytes();
+        let bytes = saved.as_slice();
+        assert_eq!(Window::from_bytes(bytes), Some(w));
+        assert!(Window::from_bytes(&bytes[..bytes.len() - 1]).is_none());
+        assert!(Window::from_bytes(&bytes[..16]).is_none());
+        let mut bad_fill = bytes.to_vec();
+        bad_fill[16] = 0x7f;
+        assert!(Window::from_bytes(&bad_fill).is_none());
+        let too_long = [bytes, &[0; 8 * 16]].concat();
+        assert!(Window::from_bytes(&too_long).is_none());
     }
 }

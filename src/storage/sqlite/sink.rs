@@ -118,7 +118,7 @@ impl SqliteSink {
             tx.prepare_cached(UPSERT_SEEN)?.execute(params![
                 &**station,
                 seen.last.map(Timestamp::as_millis),
-                window.as_ref().map(|w| &w[..]),
+                window.as_ref().map(|w| w.as_slice()),
             ])?;
         }
         if quarantined {
