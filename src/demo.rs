@@ -69,6 +69,8 @@ pub async fn start(mut config: Config, options: Options) -> Result<Demo, Error> 
     config.mqtt.embedded.allow_anonymous = true;
     let fleet = Fleet::load(&config.registry.seeds)?;
     let running = app::start(config).await?;
+    // The fleet connects once the broker admits devices (`mqtt::gate`).
+    running.wait_ready().await;
 
     let mut broker = BrokerOptions::new(running.broker.to_string(), "quantrac-demo-fleet");
     if !running.config().mqtt.topic_prefix.is_empty() {

@@ -144,6 +144,8 @@ struct Drain {
 struct Inbound {
     publish: Publish,
     epoch: u64,
+    /// One of ingest's own fences (draining the embedded broker): acknowledged, not stored.
+    fence: bool,
 }
 
 /// A message waiting for durability before its acknowledgement (and its alert events before
@@ -255,25 +257,19 @@ impl EventLoopTask {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        if let Some(d) = &mut drain {
-                            if let Some(at) = d.fences.iter().position(|f| **f == *publish.topic) {
-                                d.fences.swap_remove(at);
-                                let _ = self.client.try_ack(&publish);
-                                if d.fences.is_empty() {
-                                    tracing::info!("ingest stopping: the embedded broker is drained");
-                                    drain = None;
-                                    inbound = None;
-                                }
-                                continue;
-                            }
-                        }
+                        // One of our fences: acknowledged in order like any message (the
+                        // broker refuses acknowledgements out of order), never stored.
+                        let fence = drain.as_mut().is_some_and(|d| {
+                            let at = d.fences.iter().position(|f| **f == *publish.topic);
+                            at.map(|at| d.fences.swap_remove(at)).is_some()
+                        });
                         let Some(tx) = &inbound else {
                             // Shutting down: leave it unacknowledged; the broker keeps it.
                             continue;
                         };
                         let epoch = self.epoch.load(Ordering::SeqCst);
                         self.status.received.fetch_add(1, Ordering::SeqCst);
-                        let sent = match tx.try_send(Inbound { publish, epoch }) {
+                        let sent = match tx.try_send(Inbound { publish, epoch, fence }) {
                             Ok(()) => Ok(()),
                             Err(mpsc::error::TrySendError::Full(message)) => {
                                 // The broker's QoS 1 window is larger than this queue: wait
@@ -289,6 +285,11 @@ impl EventLoopTask {
                             Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
                         };
                         if sent.is_err() {
+                            inbound = None;
+                        }
+                        if fence && drain.as_ref().is_some_and(|d| d.fences.is_empty()) {
+                            tracing::info!("ingest stopping: the embedded broker is drained");
+                            drain = None;
                             inbound = None;
                         }
                     }
@@ -394,14 +395,27 @@ async fn work(
     store: Arc<dyn Store>,
     pending: mpsc::Sender<Pending>,
 ) {
-    while let Some(Inbound { publish, epoch }) = inbound.recv().await {
-        let Processed { mut item, events } =
-            pipeline.process(&publish.topic, &publish.payload, Timestamp::now());
+    while let Some(Inbound {
+        publish,
+        epoch,
+        fence,
+    }) = inbound.recv().await
+    {
         let (done, durable) = ack::pair();
-        item.done = Some(done);
-        if let Err(e) = store.write(item).await {
-            tracing::error!(error = %e, "the store refused a write; the message stays unacknowledged");
-            break;
+        let mut events = Vec::new();
+        if fence {
+            done.confirm();
+        } else {
+            let Processed {
+                mut item,
+                events: raised,
+            } = pipeline.process(&publish.topic, &publish.payload, Timestamp::now());
+            events = raised;
+            item.done = Some(done);
+            if let Err(e) = store.write(item).await {
+                tracing::error!(error = %e, "the store refused a write; the message stays unacknowledged");
+                break;
+            }
         }
         if pending
             .send(Pending {

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use rumqttc::{ConnectionError, Event, EventLoop, Outgoing, Packet, Request};
+use rumqttc::{ConnectReturnCode, ConnectionError, Event, EventLoop, Outgoing, Packet, Request};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -70,6 +70,11 @@ pub(super) async fn drive(
                 saved.extend(eventloop.pending.drain(..));
                 tracing::warn!(%error, retry_in = ?backoff, "MQTT connection failed");
                 link.send_replace(match error {
+                    // "Come back later" (a broker starting or stopping): keep trying, as a
+                    // gateway does.
+                    ConnectionError::ConnectionRefused(ConnectReturnCode::ServiceUnavailable) => {
+                        Link::Down(error.to_string())
+                    }
                     ConnectionError::ConnectionRefused(_) => Link::Refused(error.to_string()),
                     ConnectionError::Tls(_) => Link::TlsFailed(error.to_string()),
                     _ => Link::Down(error.to_string()),
