@@ -639,3 +639,47 @@ async fn a_restart_with_the_embedded_broker_keeps_every_message_a_device_had_ack
     let (status, log) = quantrac.finish();
     assert!(status.success(), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_in_the_middle_of_a_flood_through_the_embedded_broker_loses_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let api = quantrac::mqtt::free_local_addr().unwrap().to_string();
+    let mqtt = quantrac::mqtt::free_local_addr().unwrap().to_string();
+    let base = format!("http://{api}");
+    let prefix = common::unique("flood-stop");
+    let reader = Api::for_data(data.path(), &base);
+    let quantrac = serve_embedded(data.path(), &api, &mqtt, &prefix);
+    wait_ready(&base).await;
+
+    // A gateway with a wide window: many messages are inside the broker when the stop comes.
+    let mut opts = BrokerOptions::new(format!("mqtt://{mqtt}"), common::unique("gw"));
+    opts.topic_prefix = Some(prefix.clone());
+    opts.inflight = 200;
+    let gw = Publisher::connect(opts).await.unwrap();
+    let t0 = t0();
+    const N: u64 = 3000;
+    let load = async { publish(&gw, t0, 0..N).await };
+    let stopper = async {
+        while stored(&reader, t0).await < 500 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        terminate(&quantrac.child);
+        let (status, log) = quantrac.finish();
+        assert!(status.success(), "{log}");
+        assert!(log.contains("the embedded broker is drained"), "{log}");
+        serve_embedded(data.path(), &api, &mqtt, &prefix)
+    };
+    let ((), quantrac) = tokio::join!(load, stopper);
+    wait_ready(&base).await;
+    // The gateway sends again what was not acknowledged; what was is stored already.
+    tokio::time::timeout(Duration::from_secs(60), gw.wait_acked())
+        .await
+        .unwrap()
+        .unwrap();
+    let got = wait_stored(&reader, t0, N as usize, Duration::from_secs(60)).await;
+    assert_eq!(got, N as usize, "every message of the flood is stored");
+    gw.disconnect().await.unwrap();
+    terminate(&quantrac.child);
+    let (status, log) = quantrac.finish();
+    assert!(status.success(), "{log}");
+}
