@@ -279,7 +279,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         ingest::Settings {
             address: own.0.clone(),
             mqtt: own.1.clone(),
-            drain_broker: guard.is_some(),
+            gate: guard.as_ref().map(|g| g.gate.clone()),
         },
         pipeline,
         store.clone(),

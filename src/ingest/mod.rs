@@ -53,6 +53,7 @@ use crate::ack::{self, DurableWait};
 use crate::alerts::AlertEvent;
 use crate::config::{BrokerAddress, MqttConfig};
 use crate::metrics as m;
+use crate::mqtt::gate::Gate;
 use crate::mqtt::{self, Session};
 use crate::notify::Notifier;
 use crate::pipeline::{Pipeline, Processed};
@@ -60,6 +61,9 @@ use crate::storage::Store;
 use crate::telemetry::{topic, Timestamp};
 
 pub use crate::mqtt::Error;
+
+/// How often ingest checks whether it is idle (see [`Gate::resync`]).
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// How long a stop waits for the embedded broker's fences.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -70,6 +74,8 @@ pub struct IngestStatus {
     connected: AtomicBool,
     /// Messages taken from the broker (received) so far.
     received: AtomicU64,
+    /// Messages the releaser is done with (acknowledged, or acknowledgement withheld).
+    settled: AtomicU64,
     /// Connected with the subscriptions in place.
     ready: watch::Sender<bool>,
     processed: watch::Sender<u64>,
@@ -80,6 +86,7 @@ impl Default for IngestStatus {
         IngestStatus {
             connected: AtomicBool::new(false),
             received: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
             ready: watch::Sender::new(false),
             processed: watch::Sender::new(0),
         }
@@ -130,8 +137,9 @@ impl IngestStatus {
 pub struct Settings {
     pub address: BrokerAddress,
     pub mqtt: MqttConfig,
-    /// The broker ends with this process (the embedded one): drain it before stopping.
-    pub drain_broker: bool,
+    /// The embedded broker's gate: set, the broker ends with this process (drain it before
+    /// stopping) and devices are paced by what ingest takes ([`crate::mqtt::gate`]).
+    pub gate: Option<Arc<Gate>>,
 }
 
 /// The fences still awaited while draining the embedded broker.
@@ -185,6 +193,12 @@ pub async fn run(
         epoch.clone(),
         status.clone(),
     ));
+    // Beside the event loop, never in its `select!`: a poll cut short by another branch can
+    // lose a connection being made.
+    let idle = settings
+        .gate
+        .clone()
+        .map(|gate| tokio::spawn(resync_when_idle(gate, status.clone())));
     let poller = EventLoopTask {
         client,
         eventloop,
@@ -193,6 +207,9 @@ pub async fn run(
         status,
     };
     poller.run(inbound_tx, releaser, shutdown).await;
+    if let Some(idle) = idle {
+        idle.abort();
+    }
     if let Err(e) = worker.await {
         tracing::error!(error = %e, "ingest worker failed");
     }
@@ -263,6 +280,9 @@ impl EventLoopTask {
                             let at = d.fences.iter().position(|f| **f == *publish.topic);
                             at.map(|at| d.fences.swap_remove(at)).is_some()
                         });
+                        if let (Some(gate), false) = (&self.settings.gate, fence) {
+                            gate.taken((publish.topic.len() + publish.payload.len()) as u64);
+                        }
                         let Some(tx) = &inbound else {
                             // Shutting down: leave it unacknowledged; the broker keeps it.
                             continue;
@@ -315,7 +335,7 @@ impl EventLoopTask {
     /// With the embedded broker, publishes the fences and starts draining; `None` otherwise
     /// (or when not connected: nothing can be drained then).
     fn start_drain(&self) -> Option<Drain> {
-        if !self.settings.drain_broker || !self.status.is_connected() {
+        if self.settings.gate.is_none() || !self.status.is_connected() {
             return None;
         }
         let nonce = crate::security::token::random::<8>()
@@ -377,6 +397,22 @@ impl EventLoopTask {
         }
         self.status.set_connected(false);
         tracing::info!("disconnected from MQTT broker");
+    }
+}
+
+/// Puts the gate's counts right ([`Gate::resync`]) whenever ingest, connected, has received
+/// nothing new for [`IDLE_CHECK`] and is done with everything it received: the broker then
+/// holds nothing for quantrac, whatever the counts say.
+async fn resync_when_idle(gate: Arc<Gate>, status: Arc<IngestStatus>) {
+    let mut last = u64::MAX;
+    loop {
+        tokio::time::sleep(IDLE_CHECK).await;
+        let received = status.received.load(Ordering::SeqCst);
+        let settled = status.settled.load(Ordering::SeqCst);
+        if received == last && received == settled && status.is_connected() {
+            gate.resync();
+        }
+        last = received;
     }
 }
 
@@ -443,6 +479,7 @@ async fn release(
 ) {
     while let Some(p) = pending.recv().await {
         let durable = p.durable.wait().await;
+        status.settled.fetch_add(1, Ordering::SeqCst);
         if durable {
             // Stored: the alerts are real whatever happens to the acknowledgement.
             notifier.announce(&p.events);

@@ -12,16 +12,38 @@
 //!   read, and [`Gate::close`] returns once every relay has handed its last frames to rumqttd
 //!   and rumqttd has closed that link, so that everything rumqttd acknowledged is in its logs
 //!   for ingest to drain ([`crate::ingest`] fences).
+//!
+//! # Pace
+//! rumqttd acknowledges a message once it is in its memory log, and a subscriber that falls
+//! further behind than that log (`segment_size x segment_count`) silently misses messages. So
+//! the gate also paces devices by what quantrac takes: the guard counts the bytes (topic and
+//! payload) of every message it forwards on a topic quantrac subscribes to, ingest counts the
+//! bytes it receives, and while the difference (the **backlog**) is above the limit, relays
+//! stop reading from devices: TCP holds them back, their messages stay with them, unacknowledged.
+//! Counts can only drift one way that matters (a forwarded message quantrac never receives),
+//! so ingest, when it has taken everything it was given and has been idle for a while,
+//! declares the backlog empty ([`Gate::resync`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
-/// Whether devices may publish, and how many relays are between them and rumqttd.
+/// How often a held relay looks at the backlog again without being woken.
+const RECHECK: Duration = Duration::from_millis(100);
+
+/// Whether devices may publish, how many relays are between them and rumqttd, and how far
+/// quantrac is behind them.
 #[derive(Debug)]
 pub struct Gate {
     open: watch::Sender<bool>,
     relays: watch::Sender<usize>,
+    /// Bytes forwarded to rumqttd on quantrac's topics, and bytes ingest took.
+    forwarded: AtomicU64,
+    taken: AtomicU64,
+    /// The backlog above which relays wait (`u64::MAX`: never).
+    limit: u64,
+    progress: Notify,
 }
 
 /// A relay's place behind the gate; leaving it (drop) is counted.
@@ -38,16 +60,57 @@ impl Drop for Pass<'_> {
 
 impl Default for Gate {
     fn default() -> Gate {
-        Gate::new()
+        Gate::new(u64::MAX)
     }
 }
 
 impl Gate {
-    /// A closed gate.
-    pub fn new() -> Gate {
+    /// A closed gate that holds devices back while quantrac is more than `limit` bytes behind.
+    pub fn new(limit: u64) -> Gate {
         Gate {
             open: watch::Sender::new(false),
             relays: watch::Sender::new(0),
+            forwarded: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+            limit,
+            progress: Notify::new(),
+        }
+    }
+
+    /// The guard forwarded a message of `bytes` on a topic quantrac subscribes to.
+    pub fn forwarded(&self, bytes: u64) {
+        self.forwarded.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Ingest received a message of `bytes`.
+    pub fn taken(&self, bytes: u64) {
+        self.taken.fetch_add(bytes, Ordering::Relaxed);
+        if self.backlog() <= self.limit {
+            self.progress.notify_waiters();
+        }
+    }
+
+    /// Bytes forwarded that quantrac has not received yet.
+    pub fn backlog(&self) -> u64 {
+        let taken = self.taken.load(Ordering::Relaxed);
+        self.forwarded.load(Ordering::Relaxed).saturating_sub(taken)
+    }
+
+    /// Ingest has received everything it was given and the broker sends nothing more: what
+    /// the counts still call backlog was never coming (a message rumqttd did not route to
+    /// quantrac). Starts counting afresh.
+    pub fn resync(&self) {
+        let forwarded = self.forwarded.load(Ordering::Relaxed);
+        self.taken.fetch_max(forwarded, Ordering::Relaxed);
+        self.progress.notify_waiters();
+    }
+
+    /// Resolves once the backlog is at most the limit.
+    pub async fn room(&self) {
+        while self.backlog() > self.limit {
+            let woken = self.progress.notified();
+            // Re-checked now and then too: a wake-up can fall between the check and the wait.
+            let _ = tokio::time::timeout(RECHECK, woken).await;
         }
     }
 
@@ -99,7 +162,7 @@ mod tests {
 
     #[test]
     fn a_closed_gate_gives_no_pass_and_counts_nobody() {
-        let gate = Gate::new();
+        let gate = Gate::default();
         assert!(gate.enter().is_none());
         assert_eq!(*gate.relays.borrow(), 0);
         gate.open();
@@ -112,7 +175,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn closing_waits_for_the_relays_inside_up_to_its_limit() {
-        let gate = std::sync::Arc::new(Gate::new());
+        let gate = std::sync::Arc::new(Gate::default());
         gate.open();
         let inside = gate.clone();
         let relay = tokio::spawn(async move {
@@ -138,5 +201,32 @@ mod tests {
             1,
             "gave up after 1 s"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn devices_wait_while_quantrac_is_more_than_the_limit_behind() {
+        let gate = std::sync::Arc::new(Gate::new(1000));
+        gate.forwarded(800);
+        gate.room().await;
+        gate.forwarded(800);
+        assert_eq!(gate.backlog(), 1600);
+        let held = gate.clone();
+        let relay = tokio::spawn(async move { held.room().await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!relay.is_finished(), "held while 1,600 bytes behind");
+        gate.taken(700);
+        relay.await.unwrap();
+        assert_eq!(gate.backlog(), 900);
+    }
+
+    #[test]
+    fn a_resync_forgets_what_was_never_coming() {
+        let gate = Gate::new(1000);
+        gate.forwarded(5000);
+        gate.taken(100);
+        gate.resync();
+        assert_eq!(gate.backlog(), 0);
+        gate.forwarded(10);
+        assert_eq!(gate.backlog(), 10);
     }
 }

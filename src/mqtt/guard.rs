@@ -28,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::devices::{Device, Devices};
 use super::gate::Gate;
 use crate::metrics as m;
+use crate::telemetry::Topic;
 
 /// Characters rumqttd does not accept in a client id.
 const INVALID_ID_CHARS: &str = "+$#/";
@@ -50,8 +51,8 @@ pub struct Guard {
     /// rumqttd's loopback listener and the credentials only the guard and quantrac know.
     pub internal: SocketAddr,
     pub internal_login: (String, String),
-    /// Open while quantrac takes what devices send.
-    pub gate: Gate,
+    /// Open while quantrac takes what devices send; paces them by what it takes.
+    pub gate: Arc<Gate>,
 }
 
 /// Why a connection was refused or closed. Codes are metric labels.
@@ -280,6 +281,14 @@ where
         if verdict.is_some() {
             break verdict;
         }
+        // Read on only while quantrac keeps up (the gate's pace).
+        tokio::select! {
+            () = guard.gate.closed() => {
+                closing = true;
+                break None;
+            }
+            () = guard.gate.room() => {}
+        }
         tokio::select! {
             () = guard.gate.closed() => {
                 closing = true;
@@ -343,9 +352,15 @@ fn forward_whole_frames(
         match mqttbytes::check(buffer.iter(), guard.max_packet_size) {
             Ok(header) => {
                 let length = header.frame_length();
+                let frame = &buffer[..length];
                 if let Peer::Device(device) = who {
-                    if let Some(refusal) = violation(device, guard, &buffer[..length]) {
+                    if let Some(refusal) = violation(device, guard, frame) {
                         return Some(refusal);
+                    }
+                }
+                if let Some((topic, payload)) = publish_parts(frame) {
+                    if Topic::parse(&guard.topic_prefix, topic).is_ok() {
+                        guard.gate.forwarded((topic.len() + payload) as u64);
                     }
                 }
                 out.extend_from_slice(&buffer[..length]);
@@ -379,6 +394,22 @@ fn violation(device: &Device, guard: &Guard, frame: &[u8]) -> Option<Refusal> {
         1 => Some(Refusal::Protocol),
         _ => None,
     }
+}
+
+/// The topic and payload length of a PUBLISH frame (`None` for other frames): after the topic
+/// comes a 2-byte packet id at QoS 1 and 2, then the payload.
+fn publish_parts(frame: &[u8]) -> Option<(&str, usize)> {
+    let first = *frame.first()?;
+    if first >> 4 != 3 {
+        return None;
+    }
+    let topic = publish_topic(frame)?;
+    let length_bytes = frame.iter().skip(1).take(4).position(|b| b & 0x80 == 0)? + 1;
+    let pkid = if (first >> 1) & 0b11 > 0 { 2 } else { 0 };
+    let payload = frame
+        .len()
+        .checked_sub(1 + length_bytes + 2 + topic.len() + pkid)?;
+    Some((topic, payload))
 }
 
 /// The topic of a PUBLISH frame: after the fixed header (1 byte, then 1 to 4 length bytes),
@@ -416,5 +447,29 @@ mod tests {
         long.extend_from_slice(&[0; 125]);
         assert_eq!(publish_topic(&long), Some("x"));
         assert_eq!(publish_topic(&[0x32, 0x02, 0x00]), None);
+    }
+
+    #[test]
+    fn a_publish_frame_gives_its_topic_and_payload_length_at_every_qos() {
+        for (qos, payload) in [
+            (rumqttc::QoS::AtMostOnce, 5usize),
+            (rumqttc::QoS::AtLeastOnce, 300),
+            (rumqttc::QoS::ExactlyOnce, 20_000),
+        ] {
+            let mut publish = rumqttc::mqttbytes::v4::Publish::new(
+                "quantrac/v1/Z/S/status",
+                qos,
+                vec![7; payload],
+            );
+            publish.pkid = u16::from(qos != rumqttc::QoS::AtMostOnce);
+            let mut frame = BytesMut::new();
+            assert!(publish.write(&mut frame).is_ok());
+            assert_eq!(
+                publish_parts(&frame),
+                Some(("quantrac/v1/Z/S/status", payload)),
+                "{qos:?}"
+            );
+        }
+        assert_eq!(publish_parts(&[0x82, 0x00]), None, "a SUBSCRIBE");
     }
 }
