@@ -180,7 +180,7 @@ async fn broker_only(config: Config) -> anyhow::Result<()> {
     )
     .context("cannot start the embedded broker")?;
     // No quantrac behind it: devices are let in at once.
-    broker.guard.gate.open();
+    broker.guard.gate.open_unpaced();
     println!(
         "embedded MQTT broker on {}; stop with Ctrl-C",
         broker.listen
