@@ -76,7 +76,7 @@ pub async fn start(mut config: Config, options: Options) -> Result<Demo, Error> 
     if !running.config().mqtt.topic_prefix.is_empty() {
         broker.topic_prefix = Some(running.config().mqtt.topic_prefix.clone());
     }
-    let backfill = backfill_since_last_run(&*running.store(), options.backfill).await;
+    let (backfill, counters) = since_last_run(&*running.store(), options.backfill).await;
     let sim = RunOptions {
         broker,
         seeds: running.config().registry.seeds.clone(),
@@ -89,6 +89,7 @@ pub async fn start(mut config: Config, options: Options) -> Result<Demo, Error> 
             seed: options.seed,
             ..SimConfig::default()
         },
+        counters,
     };
     let stop_fleet = CancellationToken::new();
     let fleet = tokio::spawn(firmware_sim::run::run(sim, fleet, stop_fleet.clone()));
@@ -100,27 +101,35 @@ pub async fn start(mut config: Config, options: Options) -> Result<Demo, Error> 
     })
 }
 
-/// The history the fleet publishes first: `wanted`, but on a store that already holds the
-/// fleet's data (a demo started again on the same data directory) only the time since its
-/// newest arrival. A gateway never sends acknowledged records again; were the fleet to,
-/// quantrac would refuse them as replays.
-async fn backfill_since_last_run(store: &dyn crate::storage::Store, wanted: Duration) -> Duration {
-    let newest = match store.presence().await {
-        Ok(rows) => rows.iter().filter_map(|p| p.last_seen).max(),
+/// Where the fleet takes up after an earlier demo on the same data directory: the history it
+/// publishes first (`wanted`, or only the time since the store's newest arrival) and each
+/// station's next record counter (one above the highest the store kept). A gateway never
+/// sends acknowledged records again, and keeps its counter across restarts; were the fleet
+/// not to, quantrac would refuse its history as replays and count a jump as missing records.
+async fn since_last_run(
+    store: &dyn crate::storage::Store,
+    wanted: Duration,
+) -> (Duration, std::collections::HashMap<String, u64>) {
+    let rows = match store.presence().await {
+        Ok(rows) => rows,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read presence: full backfill");
-            None
+            tracing::warn!(error = %e, "cannot read presence: full backfill, counters afresh");
+            Vec::new()
         }
     };
-    let Some(newest) = newest else {
-        return wanted;
+    let counters = rows
+        .iter()
+        .filter_map(|p| Some((p.station.clone(), p.record_window?.highest.checked_add(1)?)))
+        .collect();
+    let Some(newest) = rows.iter().filter_map(|p| p.last_seen).max() else {
+        return (wanted, counters);
     };
     let since = crate::telemetry::Timestamp::now().as_millis() - newest.as_millis();
     let since = Duration::from_millis(u64::try_from(since).unwrap_or(0));
     if since < wanted {
         tracing::info!(backfill = ?since, "the store holds an earlier demo's data: backfilling only the time since");
     }
-    since.min(wanted)
+    (since.min(wanted), counters)
 }
 
 impl Demo {

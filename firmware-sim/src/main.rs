@@ -328,6 +328,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<()> {
             dropouts: !args.no_dropouts,
             duplicates: !args.no_duplicates,
         },
+        counters: Default::default(),
     };
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));

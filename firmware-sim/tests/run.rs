@@ -36,6 +36,7 @@ async fn a_run_announces_backfills_publishes_live_and_says_goodbye() {
         backfill: Some(Duration::from_secs(3600)),
         duration: Some(Duration::from_millis(2500)),
         sim: SimConfig::default(),
+        counters: Default::default(),
     };
     let report = run(options, fleet(), CancellationToken::new())
         .await
@@ -88,6 +89,7 @@ async fn a_cancelled_run_stops_promptly() {
         backfill: None,
         duration: None,
         sim: SimConfig::default(),
+        counters: Default::default(),
     };
     let cancel = CancellationToken::new();
     let task = tokio::spawn(run(options, fleet(), cancel.clone()));

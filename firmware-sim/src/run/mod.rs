@@ -94,6 +94,9 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Signal model configuration.
     pub sim: SimConfig,
+    /// The next record counter of stations that sent before (by station id): a gateway keeps
+    /// its counter across restarts. Others number their first record by the time.
+    pub counters: std::collections::HashMap<String, u64>,
 }
 
 /// What a run or flood published.
@@ -154,6 +157,9 @@ pub async fn run(
     let mut sim = Simulator::new(&fleet, options.stations, options.sim);
     if sim.is_empty() {
         return Err(Error::NoStation);
+    }
+    for (id, next) in &options.counters {
+        sim.continue_counter(id, *next);
     }
     let gateways: Vec<Gateway> = (0..sim.len())
         .map(|i| {

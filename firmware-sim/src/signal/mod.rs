@@ -310,6 +310,15 @@ impl Simulator {
         Some(seq)
     }
 
+    /// Numbers station `id`'s next record `next` (a gateway keeps its counter across
+    /// restarts; a simulation started again continues an earlier one's). Unknown ids are
+    /// ignored.
+    pub fn continue_counter(&mut self, id: &str, next: u64) {
+        if let Some(index) = self.stations.iter().position(|s| *s.spec.id == *id) {
+            self.links[index].next_seq = Some(next);
+        }
+    }
+
     /// Makes the next tick of every station produce the records from `from_ms` on (aligned
     /// up on the interval), e.g. right after a backfill that ended at `from_ms`.
     pub fn start_from(&mut self, from_ms: i64) {
