@@ -73,20 +73,24 @@ impl Api {
     }
 }
 
-/// How many distinct SO2 readings the API returns from `t0` on.
+/// How many SO2 readings are stored from `t0` on (0 while the API does not answer), from
+/// daily counts: no page limit.
 async fn stored(api: &Api, t0: i64) -> usize {
     let url = format!(
-        "{}/api/v1/readings?station={ST}&param=SO2&from={t0}&to={}&limit=10000",
+        "{}/api/v1/readings?station={ST}&param=SO2&from={t0}&to={}&bucket=1d&agg=count",
         api.base,
         t0 + 86_400_000
     );
-    match api.http.get(url).send().await {
-        Ok(r) => r
-            .json::<serde_json::Value>()
-            .await
-            .map_or(0, |b| b["readings"].as_array().map_or(0, Vec::len)),
-        Err(_) => 0,
-    }
+    let Ok(response) = api.http.get(url).send().await else {
+        return 0;
+    };
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    body["series"][0]["points"].as_array().map_or(0, |points| {
+        points
+            .iter()
+            .filter_map(|p| p["count"].as_u64())
+            .sum::<u64>() as usize
+    })
 }
 
 /// Waits (bounded) until the API shows `n` readings; returns what it shows last.
@@ -374,13 +378,46 @@ fn serve(data: &Path, api: &str, broker: &str, prefix: &str) -> Served {
     spawn(command)
 }
 
-/// `quantrac serve` with its embedded broker on `listen`, open to anonymous devices.
-fn serve_embedded(data: &Path, api: &str, listen: &str, prefix: &str) -> Served {
-    let mut command = serve_command(data, api, prefix);
-    command
-        .env("QUANTRAC_MQTT__EMBEDDED__LISTEN", listen)
-        .env("QUANTRAC_MQTT__EMBEDDED__ALLOW_ANONYMOUS", "true");
-    spawn(command)
+/// A `quantrac serve` with its embedded broker (open to anonymous devices), started and
+/// started again on the same data, API and MQTT addresses.
+struct EmbeddedSite {
+    data: tempfile::TempDir,
+    api: String,
+    mqtt: String,
+    base: String,
+    prefix: String,
+}
+
+impl EmbeddedSite {
+    fn new(label: &str) -> EmbeddedSite {
+        let api = quantrac::mqtt::free_local_addr().unwrap().to_string();
+        EmbeddedSite {
+            data: tempfile::tempdir().unwrap(),
+            base: format!("http://{api}"),
+            api,
+            mqtt: quantrac::mqtt::free_local_addr().unwrap().to_string(),
+            prefix: common::unique(label),
+        }
+    }
+
+    /// Starts it and waits until it is ready.
+    async fn serve(&self) -> Served {
+        let mut command = serve_command(self.data.path(), &self.api, &self.prefix);
+        command
+            .env("QUANTRAC_MQTT__EMBEDDED__LISTEN", &self.mqtt)
+            .env("QUANTRAC_MQTT__EMBEDDED__ALLOW_ANONYMOUS", "true");
+        let served = spawn(command);
+        wait_ready(&self.base).await;
+        served
+    }
+
+    fn reader(&self) -> Api {
+        Api::for_data(self.data.path(), &self.base)
+    }
+
+    fn broker_url(&self) -> String {
+        format!("mqtt://{}", self.mqtt)
+    }
 }
 
 fn serve_command(data: &Path, api: &str, prefix: &str) -> Command {
@@ -561,21 +598,16 @@ async fn gateway(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_with_the_embedded_broker_keeps_every_message_a_device_had_acknowledged() {
-    let data = tempfile::tempdir().unwrap();
-    let api = quantrac::mqtt::free_local_addr().unwrap().to_string();
-    let mqtt = quantrac::mqtt::free_local_addr().unwrap().to_string();
-    let base = format!("http://{api}");
-    let prefix = common::unique("drain");
-    let reader = Api::for_data(data.path(), &base);
-    let quantrac = serve_embedded(data.path(), &api, &mqtt, &prefix);
-    wait_ready(&base).await;
+    let site = EmbeddedSite::new("drain");
+    let reader = site.reader();
+    let quantrac = site.serve().await;
 
     let t0 = t0();
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let stop = tokio_util::sync::CancellationToken::new();
-    let topic = format!("{prefix}/quantrac/v1/{ZONE}/{ST}/telemetry/json");
+    let topic = format!("{}/quantrac/v1/{ZONE}/{ST}/telemetry/json", site.prefix);
     let device = tokio::spawn(gateway(
-        format!("mqtt://{mqtt}"),
+        site.broker_url(),
         topic,
         t0,
         acked.clone(),
@@ -604,8 +636,7 @@ async fn a_restart_with_the_embedded_broker_keeps_every_message_a_device_had_ack
         "drained before stopping:\n{log}"
     );
     let before = count();
-    let quantrac = serve_embedded(data.path(), &api, &mqtt, &prefix);
-    wait_ready(&base).await;
+    let quantrac = site.serve().await;
     wait_for(before + 300).await;
     stop.cancel();
     device.await.unwrap();
@@ -642,18 +673,13 @@ async fn a_restart_with_the_embedded_broker_keeps_every_message_a_device_had_ack
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_in_the_middle_of_a_flood_through_the_embedded_broker_loses_nothing() {
-    let data = tempfile::tempdir().unwrap();
-    let api = quantrac::mqtt::free_local_addr().unwrap().to_string();
-    let mqtt = quantrac::mqtt::free_local_addr().unwrap().to_string();
-    let base = format!("http://{api}");
-    let prefix = common::unique("flood-stop");
-    let reader = Api::for_data(data.path(), &base);
-    let quantrac = serve_embedded(data.path(), &api, &mqtt, &prefix);
-    wait_ready(&base).await;
+    let site = EmbeddedSite::new("flood-stop");
+    let reader = site.reader();
+    let quantrac = site.serve().await;
 
     // A gateway with a wide window: many messages are inside the broker when the stop comes.
-    let mut opts = BrokerOptions::new(format!("mqtt://{mqtt}"), common::unique("gw"));
-    opts.topic_prefix = Some(prefix.clone());
+    let mut opts = BrokerOptions::new(site.broker_url(), common::unique("gw"));
+    opts.topic_prefix = Some(site.prefix.clone());
     opts.inflight = 200;
     let gw = Publisher::connect(opts).await.unwrap();
     let t0 = t0();
@@ -667,10 +693,9 @@ async fn a_stop_in_the_middle_of_a_flood_through_the_embedded_broker_loses_nothi
         let (status, log) = quantrac.finish();
         assert!(status.success(), "{log}");
         assert!(log.contains("the embedded broker is drained"), "{log}");
-        serve_embedded(data.path(), &api, &mqtt, &prefix)
+        site.serve().await
     };
     let ((), quantrac) = tokio::join!(load, stopper);
-    wait_ready(&base).await;
     // The gateway sends again what was not acknowledged; what was is stored already.
     tokio::time::timeout(Duration::from_secs(60), gw.wait_acked())
         .await
@@ -682,22 +707,6 @@ async fn a_stop_in_the_middle_of_a_flood_through_the_embedded_broker_loses_nothi
     terminate(&quantrac.child);
     let (status, log) = quantrac.finish();
     assert!(status.success(), "{log}");
-}
-
-/// How many SO2 readings are stored from `t0` on (from daily counts: no page limit).
-async fn count_stored(api: &Api, t0: i64) -> u64 {
-    let url = format!(
-        "{}/api/v1/readings?station={ST}&param=SO2&from={t0}&to={}&bucket=1d&agg=count",
-        api.base,
-        t0 + 86_400_000
-    );
-    let Ok(response) = api.http.get(url).send().await else {
-        return 0;
-    };
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    body["series"][0]["points"].as_array().map_or(0, |points| {
-        points.iter().filter_map(|p| p["count"].as_u64()).sum()
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -733,26 +742,8 @@ async fn a_flood_larger_than_the_embedded_brokers_log_is_paced_and_loses_nothing
         .await
         .unwrap()
         .unwrap();
-    let api = Api::of(&svc.running);
-    let want = MESSAGES * PER_MESSAGE;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut got = count_stored(&api, t0).await;
-    while got < want && Instant::now() < deadline {
-        // The store's progress is visible from outside only through the API: poll it.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        got = count_stored(&api, t0).await;
-    }
-    if got != want {
-        let q = svc
-            .ok(&format!("/api/v1/quarantine?station={ST}&limit=3"))
-            .await;
-        let url = format!(
-            "/api/v1/readings?station={ST}&param=SO2&from={t0}&to={}&bucket=1d&agg=count",
-            t0 + 86_400_000
-        );
-        let r = svc.get(&url).await;
-        eprintln!("quarantine: {q}\nreadings: {r:?}");
-    }
+    let want = (MESSAGES * PER_MESSAGE) as usize;
+    let got = wait_stored(&Api::of(&svc.running), t0, want, Duration::from_secs(120)).await;
     assert_eq!(got, want, "every reading of the flood is stored");
     gw.disconnect().await.unwrap();
     svc.stop().await;

@@ -565,6 +565,19 @@ async fn metric(svc: &Service, name: &str, label: &str) -> f64 {
         .sum()
 }
 
+/// Waits (bounded) until the guard has counted a refusal for `reason`: its counter is the only
+/// outside sign of one.
+async fn wait_refused(svc: &Service, reason: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(svc, "quantrac_mqtt_refused_total", reason).await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a `{reason}` refusal is counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn wrong_mqtt_credentials_and_anonymous_clients_are_refused_by_the_embedded_broker() {
     let (_site, config) = site_with_a_device("mqtt-auth", "s3cret-from-the-cli");
@@ -623,15 +636,7 @@ async fn a_device_publishing_under_another_station_is_cut_off_and_nothing_of_it_
     )
     .await
     .unwrap();
-    // The guard's counter is the only outside sign of the refusal: poll it, bounded.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while metric(&svc, "quantrac_mqtt_refused_total", "publish_not_allowed").await < 1.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the ACL violation is counted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_refused(&svc, "publish_not_allowed").await;
     assert_eq!(svc.running.ingest().received(), 0, "quantrac never saw it");
     let (status, body) = svc
         .get(&format!(
@@ -699,14 +704,7 @@ async fn a_reload_of_the_devices_cuts_a_rotated_password_and_admits_the_new_one(
     )
     .await
     .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while metric(&svc, "quantrac_mqtt_refused_total", "revoked").await < 1.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the revoked connection is counted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_refused(&svc, "revoked").await;
     assert_eq!(svc.running.ingest().received(), 0, "quantrac never saw it");
 
     let refused =

@@ -82,10 +82,13 @@ impl Gate {
         self.forwarded.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// Ingest received a message of `bytes`.
+    /// Ingest received a message of `bytes`. Wakes the held relays when this brings the
+    /// backlog down to the limit (only then: most messages arrive with nobody held).
     pub fn taken(&self, bytes: u64) {
         self.taken.fetch_add(bytes, Ordering::Relaxed);
-        if self.backlog() <= self.limit() {
+        let after = self.backlog();
+        let limit = self.limit();
+        if after <= limit && after.saturating_add(bytes) > limit {
             self.progress.notify_waiters();
         }
     }

@@ -281,20 +281,17 @@ where
         if verdict.is_some() {
             break verdict;
         }
-        // Read on only while quantrac keeps up (the gate's pace).
+        // Read on only while quantrac keeps up (the gate's pace), and while the gate is open.
+        let paced_read = async {
+            guard.gate.room().await;
+            from_client.read_buf(&mut buffer).await
+        };
         tokio::select! {
             () = guard.gate.closed() => {
                 closing = true;
                 break None;
             }
-            () = guard.gate.room() => {}
-        }
-        tokio::select! {
-            () = guard.gate.closed() => {
-                closing = true;
-                break None;
-            }
-            read = from_client.read_buf(&mut buffer) => match read {
+            read = paced_read => match read {
                 Ok(0) | Err(_) => break None,
                 Ok(_) => {}
             },

@@ -12,7 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    AggregateQuery, PresenceUpdate, QuarantineQuery, RawQuery, Store, StoredReading, WriteItem,
+    AggregateQuery, PresenceRow, PresenceUpdate, QuarantineQuery, RawQuery, Store, StoredReading,
+    WriteItem,
 };
 use crate::alerts::{Alert, AlertState, RuleKind, Severity};
 use crate::quarantine::{Reason, Rejected, Rejection};
@@ -75,6 +76,17 @@ fn station(check: &str) -> String {
 }
 
 /// A recent, whole-hour time, so that time-partitioned backends accept it.
+/// The stored presence of `station`.
+async fn presence_of(store: &dyn Store, station: &str) -> PresenceRow {
+    store
+        .presence()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.station == station)
+        .expect("presence stored")
+}
+
 fn base_time() -> Timestamp {
     let hour = 3_600_000;
     let now = Timestamp::now().as_millis();
@@ -451,13 +463,7 @@ pub async fn presence_keeps_the_newest_arrival_and_the_last_gateway_announcement
             .unwrap();
     }
     store.flush().await.unwrap();
-    let row = store
-        .presence()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|p| p.station == s)
-        .expect("presence stored");
+    let row = presence_of(&*store, &s).await;
     assert_eq!(row.last_seen, Some(at(t0, 10)));
     assert_eq!(row.gateway, Some((GatewayState::Offline, at(t0, 11))));
     store.close().await.unwrap();
@@ -832,13 +838,7 @@ pub async fn the_newest_record_window_survives_reopening(b: &dyn Backend) {
     drop(store);
 
     let store = b.open("window").await;
-    let row = store
-        .presence()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|p| p.station == s)
-        .expect("presence stored");
+    let row = presence_of(&*store, &s).await;
     assert_eq!(row.last_seen, Some(at(t0, 9)));
     assert_eq!(row.record_window.as_ref(), counters.window(&s));
     let mut restored =

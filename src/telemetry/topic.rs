@@ -62,17 +62,23 @@ impl<'a> Topic<'a> {
 
 /// The subscription filters quantrac needs under `prefix`.
 pub fn subscriptions(prefix: &str) -> Vec<String> {
+    inbound(prefix, "+", "+")
+}
+
+/// Every inbound topic (or filter) of `station` in `zone`: telemetry in each encoding, then
+/// status.
+fn inbound(prefix: &str, zone: &str, station: &str) -> Vec<String> {
     let root = if prefix.is_empty() {
         ROOT.to_owned()
     } else {
         format!("{prefix}/{ROOT}")
     };
-    let mut filters: Vec<String> = Encoding::ALL
+    let mut topics: Vec<String> = Encoding::ALL
         .iter()
-        .map(|e| format!("{root}/+/+/telemetry/{e}"))
+        .map(|e| format!("{root}/{zone}/{station}/telemetry/{e}"))
         .collect();
-    filters.push(format!("{root}/+/+/status"));
-    filters
+    topics.push(format!("{root}/{zone}/{station}/status"));
+    topics
 }
 
 /// Zone level of the fences ([`fences`]); no station can be in it (a zone id with `_` first is
@@ -83,17 +89,7 @@ pub const FENCE_ZONE: &str = "_fence";
 /// fence (`nonce`) to itself: when all have come back, everything the broker held for
 /// quantrac before them has been delivered (messages of one filter arrive in order).
 pub fn fences(prefix: &str, nonce: &str) -> Vec<String> {
-    let root = if prefix.is_empty() {
-        ROOT.to_owned()
-    } else {
-        format!("{prefix}/{ROOT}")
-    };
-    let mut topics: Vec<String> = Encoding::ALL
-        .iter()
-        .map(|e| format!("{root}/{FENCE_ZONE}/{nonce}/telemetry/{e}"))
-        .collect();
-    topics.push(format!("{root}/{FENCE_ZONE}/{nonce}/status"));
-    topics
+    inbound(prefix, FENCE_ZONE, nonce)
 }
 
 /// The topic on which quantrac publishes alert events for a station.

@@ -340,19 +340,13 @@ fn asking_for_more_stations_than_the_fleet_simulates_the_whole_fleet() {
 
 #[test]
 fn a_continued_counter_numbers_the_next_record_and_history_after_it() {
-    let config = SimConfig {
-        dropouts: false,
-        duplicates: false,
-        ..SimConfig::default()
-    };
-    let mut sim = simulator(config);
-    let id = fleet().stations[0].id.clone();
-    sim.continue_counter(&id, 41);
+    let mut sim = simulator(SimConfig::quiet(1));
+    sim.continue_counter("WW", 41);
     sim.continue_counter("no-such-station", 7);
     let history = sim.history(T0, T0 + 15 * MINUTE, 5 * MINUTE, 10);
     let seqs: Vec<Option<u64>> = history
         .iter()
-        .filter(|m| *m.station == *id)
+        .filter(|m| m.station == "WW")
         .flat_map(|m| m.records.iter().map(|r| r.seq))
         .collect();
     assert_eq!(seqs, [Some(41), Some(42), Some(43)]);
