@@ -136,6 +136,14 @@ impl Config {
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return invalid(key, "must be positive");
         }
+        if self.mqtt.embedded.segment_count < 2 {
+            // rumqttd drops its oldest segment when it starts a new one: with one segment,
+            // a subscriber a message behind at that moment loses everything unread.
+            return invalid(
+                "mqtt.embedded.segment_count",
+                "must be at least 2 (the oldest segment is dropped when a new one starts)",
+            );
+        }
         if self.api.max_page_size < self.api.default_page_size {
             return invalid(
                 "api.max_page_size",

@@ -97,10 +97,10 @@ pub fn start(
         max_packet_size: config.max_payload_size + 1024,
         internal,
         internal_login: internal_login.clone(),
-        // Devices wait while quantrac is more than half a subscription's log behind.
-        gate: Arc::new(super::gate::Gate::new(
-            (config.segment_size as u64).saturating_mul(config.segment_count as u64) / 2,
-        )),
+        gate: Arc::new(super::gate::Gate::new(super::gate::pace_limit(
+            config.segment_size,
+            config.segment_count,
+        ))),
     });
     tokio::spawn(guard::serve(public, guard.clone()));
     let tls_listen = tls.map(|(listener, acceptor, local)| {

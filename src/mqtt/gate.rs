@@ -29,6 +29,16 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+/// The backlog above which devices wait, for a subscription log of `segment_count` segments
+/// of `segment_size` bytes: half of what rumqttd is sure to keep. It drops its oldest segment
+/// when it starts a new one, so only `segment_count - 1` full segments are certain; and it
+/// counts a message's size with its own overhead, more than the topic and payload counted
+/// here. (Half the whole log, 1 MiB of 2 x 1 MiB, lost 20 of 40,000 readings once in a flood.)
+pub fn pace_limit(segment_size: usize, segment_count: usize) -> u64 {
+    let certain = segment_count.saturating_sub(1).max(1);
+    (segment_size as u64).saturating_mul(certain as u64) / 2
+}
+
 /// How often a held relay looks at the backlog again without being woken.
 const RECHECK: Duration = Duration::from_millis(100);
 
@@ -240,6 +250,12 @@ mod tests {
         gate.forwarded(1 << 40);
         let room = tokio::time::timeout(Duration::from_secs(1), gate.room()).await;
         assert!(room.is_ok(), "room at once");
+    }
+
+    #[test]
+    fn the_pace_keeps_half_of_the_segments_rumqttd_is_sure_to_keep() {
+        assert_eq!(pace_limit(16 << 20, 4), 24 << 20);
+        assert_eq!(pace_limit(1 << 20, 2), 512 << 10);
     }
 
     #[test]
