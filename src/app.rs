@@ -311,6 +311,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         monitor: monitor.clone(),
         config: Arc::new(config.api.clone()),
         offline_after: config.stations.offline_after,
+        ingest_stall_after: config.mqtt.stall_after,
         sequences,
         guard: Arc::new(api::auth::Guard::new(
             security.clone(),

@@ -66,6 +66,13 @@ pub const MQTT_REFUSED_TOTAL: &str = "quantrac_mqtt_refused_total";
 pub const LOG_LINES_DROPPED_TOTAL: &str = "quantrac_log_lines_dropped_total";
 /// MQTT acknowledgements released after the data was durable.
 pub const MQTT_ACKS_TOTAL: &str = "quantrac_mqtt_acks_total";
+/// Messages received beyond the inbound queue's room, waiting in order in the event loop
+/// (bounded by the broker's window of unacknowledged messages; see [`crate::ingest`]).
+pub const MQTT_OVERFLOW_MESSAGES: &str = "quantrac_mqtt_overflow_messages";
+/// Messages ingest holds (received, not yet acknowledged or withheld).
+pub const INGEST_HELD_MESSAGES: &str = "quantrac_ingest_held_messages";
+/// 1 while ingest holds messages and has settled none for `mqtt.stall_after`, else 0.
+pub const INGEST_STALLED: &str = "quantrac_ingest_stalled";
 /// Acknowledgements withheld (data not durable, or the connection it came on is gone).
 pub const MQTT_ACKS_WITHHELD_TOTAL: &str = "quantrac_mqtt_acks_withheld_total";
 

@@ -196,6 +196,7 @@ async fn a_stalled_store_holds_back_acknowledgements_and_the_broker_keeps_the_re
     config.storage.queue_capacity = 16;
     config.storage.batch_max_rows = 16;
     config.storage.spool.enabled = false; // no spool: a failing store stalls the writer
+    config.mqtt.stall_after = Duration::from_secs(1);
     let faults = FaultSwitch::new();
     faults.set_failing(true);
     let options = quantrac::app::Options {
@@ -227,11 +228,21 @@ async fn a_stalled_store_holds_back_acknowledgements_and_the_broker_keeps_the_re
     }
     assert!(held > 0, "it did take what its queues hold");
     assert!(running.ingest().received() < N, "the broker kept the rest");
+    let base = Api::of(&running);
+    let (code, body) = readiness(&base.base).await;
+    assert_eq!(code, 503, "a stuck ingest is not ready: {body}");
+    assert!(
+        body["ingest"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("stalled")),
+        "readiness says why: {body}"
+    );
     faults.set_failing(false);
     tokio::time::timeout(Duration::from_secs(60), running.wait_processed(N))
         .await
         .expect("everything flows once the store is back");
-    let base = Api::of(&running);
+    let (code, body) = readiness(&base.base).await;
+    assert_eq!(code, 200, "ready again once ingest moves: {body}");
     assert_eq!(
         wait_stored(&base, t0, N as usize, Duration::from_secs(30)).await,
         N as usize
@@ -745,6 +756,77 @@ async fn a_flood_larger_than_the_embedded_brokers_log_is_paced_and_loses_nothing
     let want = (MESSAGES * PER_MESSAGE) as usize;
     let got = wait_stored(&Api::of(&svc.running), t0, want, Duration::from_secs(120)).await;
     assert_eq!(got, want, "every reading of the flood is stored");
+    gw.disconnect().await.unwrap();
+    svc.stop().await;
+}
+
+/// `/readyz` of an in-process quantrac: its status code and body.
+async fn readiness(base: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    let code = response.status().as_u16();
+    (code, response.json().await.unwrap_or_default())
+}
+
+/// The Mosquitto of the field report: a window of 1,000 unacknowledged messages towards
+/// quantrac, nothing dropped for a slow subscriber; quantrac's own queues 64 and 16 here.
+/// An open-loop gateway publishes as fast as Mosquitto acknowledges, 20,000 messages (over
+/// ten times every queue, the broker's window included). Before the fix the event loop waited
+/// for room in a full inbound queue while the acknowledgements waited for the event loop:
+/// nothing more was ever stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_through_mosquitto_larger_than_every_queue_is_stored_whole_and_readiness_stays_true(
+) {
+    let broker = PrivateMosquitto::start();
+    let site = Site::new(Broker::Embedded, "mosquitto-flood");
+    let mut config = site.config();
+    config.mqtt.url = Some(broker.url());
+    config.mqtt.queue_capacity = 64;
+    config.mqtt.stall_after = Duration::from_secs(5);
+    config.storage.queue_capacity = 16;
+    let svc = Service::start(config).await;
+    let api = Api::of(&svc.running);
+    let base = api.base.clone();
+    // Readiness, sampled all along: a stalled ingest must never be reported ready, and a
+    // moving one must never be reported stalled.
+    let done = tokio_util::sync::CancellationToken::new();
+    let watch = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let mut samples = Vec::new();
+            while !done.is_cancelled() {
+                samples.push(readiness(&base).await);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            samples
+        }
+    });
+    let mut opts = BrokerOptions::new(broker.url(), common::unique("gw"));
+    opts.topic_prefix = Some(site.prefix.clone());
+    let gw = Publisher::connect(opts).await.unwrap();
+    // 20,000 readings a second apart: 5.6 hours, all in the past.
+    let t0 = common::recent_minute(8 * 60);
+    const N: u64 = 20_000;
+    publish(&gw, t0, 0..N).await;
+    tokio::time::timeout(Duration::from_secs(120), gw.wait_acked())
+        .await
+        .expect("Mosquitto acknowledges the whole flood")
+        .unwrap();
+    let got = wait_stored(&api, t0, N as usize, Duration::from_secs(180)).await;
+    done.cancel();
+    let samples = watch.await.unwrap();
+    let (code, body) = readiness(&api.base).await;
+    assert_eq!(got, N as usize, "every acknowledged message is stored");
+    let stalled: Vec<_> = samples
+        .iter()
+        .filter(|(_, b)| b["ingest"] != "ok")
+        .collect();
+    assert!(
+        stalled.is_empty(),
+        "ingest moved all along, yet readiness said otherwise: {stalled:?}"
+    );
+    assert!(samples.len() > 3, "readiness was sampled during the flood");
+    assert_eq!(code, 200, "ready once the flood is stored: {body}");
+    assert_eq!(body["ingest"], "ok");
     gw.disconnect().await.unwrap();
     svc.stop().await;
 }

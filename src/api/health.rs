@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers), `/readyz` (broker and store are up) and `/metrics`
+//! `/healthz` (the process answers), `/readyz` (broker and store are up, ingest is not
+//! stalled) and `/metrics`
 //! (Prometheus text format).
 
 use axum::extract::State;
@@ -40,6 +41,7 @@ async fn metrics(
         .count();
     metrics::gauge!(m::STATIONS_ONLINE).set(online as f64);
     metrics::gauge!(m::STATIONS_REGISTERED).set(registry.stations().len() as f64);
+    ingest_stall(&state);
     metrics::counter!(m::LOG_LINES_DROPPED_TOTAL).absolute(crate::logging::dropped_lines());
     if let Some((cpu, rss, peak)) = m::process_usage() {
         metrics::gauge!(m::PROCESS_CPU_SECONDS).set(cpu);
@@ -57,11 +59,24 @@ async fn metrics(
     )
 }
 
+/// Whether ingest is stalled now; sets the gauges that say so.
+fn ingest_stall(state: &ApiState) -> Option<crate::ingest::Stall> {
+    use crate::metrics as m;
+    let stall = state
+        .ingest
+        .stalled(state.ingest_stall_after, crate::telemetry::Timestamp::now());
+    metrics::gauge!(m::INGEST_STALLED).set(if stall.is_some() { 1.0 } else { 0.0 });
+    metrics::gauge!(m::INGEST_HELD_MESSAGES).set(state.ingest.held() as f64);
+    stall
+}
+
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
+    let stall = ingest_stall(&state);
+    let ingest = stall.map_or_else(|| "ok".to_owned(), |s| s.to_string());
     let mqtt = if state.ingest.is_ready() {
         "connected"
     } else if state.ingest.is_connected() {
@@ -73,7 +88,7 @@ async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
         Ok(()) => "ok".to_owned(),
         Err(e) => format!("unavailable: {e}"),
     };
-    let ready = state.ingest.is_ready() && store == "ok";
+    let ready = state.ingest.is_ready() && store == "ok" && stall.is_none();
     let code = if ready {
         StatusCode::OK
     } else {
@@ -81,6 +96,6 @@ async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
     };
     (
         code,
-        Json(json!({"ready": ready, "mqtt": mqtt, "store": store})),
+        Json(json!({"ready": ready, "mqtt": mqtt, "ingest": ingest, "store": store})),
     )
 }

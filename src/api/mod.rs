@@ -61,6 +61,8 @@ pub struct ApiState {
     pub config: Arc<ApiConfig>,
     /// A station is online while its data is younger than this many expected intervals.
     pub offline_after: u32,
+    /// Ingest holding messages and settling none for this long is stalled (`/readyz`).
+    pub ingest_stall_after: std::time::Duration,
     /// Record counters per station (missing records).
     pub sequences: crate::pipeline::SharedSequences,
     /// Tokens, the audit log, failed-authentication bursts.

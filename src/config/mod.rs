@@ -117,6 +117,9 @@ pub struct MqttConfig {
     pub reconnect_max: Duration,
     pub max_packet_size: usize,
     pub queue_capacity: usize,
+    /// Ingest that holds messages and settles none for this long is stalled: not ready.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
     pub embedded: EmbeddedBrokerConfig,
 }
 

@@ -20,9 +20,21 @@
 //! # Backpressure
 //! Nothing is dropped. Acknowledgements wait for the store, and the broker sends at most its
 //! QoS 1 window (inflight) of unacknowledged messages: that window, not quantrac, bounds what
-//! is in memory, and the broker keeps the rest. The inbound queue (`mqtt.queue_capacity`)
-//! must hold the whole window so that the event loop never waits (keep-alives go on while
-//! the store is slow); if the broker sends more, the event loop waits as a last resort.
+//! is in memory, and the broker keeps the rest.
+//!
+//! The event loop **never waits for anything but the broker**: acknowledgements and
+//! keep-alives only leave when it polls, so an event loop waiting for room in the inbound
+//! queue while the releaser waits for room for its acknowledgements would deadlock (it did:
+//! a broker window larger than `mqtt.queue_capacity` stopped ingest for good). When the
+//! inbound queue (`mqtt.queue_capacity`) is full, received messages wait in the event loop's
+//! overflow, in order, and move on as the worker takes them; the overflow is bounded by the
+//! broker's window (`quantrac_mqtt_overflow_messages` shows it; a warning says once that
+//! the window is larger than the queue).
+//!
+//! # Stalls
+//! [`IngestStatus::stalled`] says when ingest holds messages and has settled none of them
+//! for `mqtt.stall_after` (a store that neither commits nor spools): `/readyz` then answers
+//! 503 with the reason, so that a stuck ingest is never reported ready.
 //!
 //! # Reconnects
 //! The session is persistent (clean session off, fixed client id): while quantrac is away the
@@ -38,7 +50,8 @@
 //! its subscriptions ([`topic::fences`]) and goes on until every fence is back, at most
 //! [`DRAIN_LIMIT`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,6 +89,9 @@ pub struct IngestStatus {
     received: AtomicU64,
     /// Messages the releaser is done with (acknowledged, or acknowledgement withheld).
     settled: AtomicU64,
+    /// When the releaser last settled a message, or ingest last held nothing (ms since the
+    /// epoch): the base of [`IngestStatus::stalled`].
+    progress_at: AtomicI64,
     /// Connected with the subscriptions in place.
     ready: watch::Sender<bool>,
     processed: watch::Sender<u64>,
@@ -87,6 +103,7 @@ impl Default for IngestStatus {
             connected: AtomicBool::new(false),
             received: AtomicU64::new(0),
             settled: AtomicU64::new(0),
+            progress_at: AtomicI64::new(Timestamp::now().as_millis()),
             ready: watch::Sender::new(false),
             processed: watch::Sender::new(0),
         }
@@ -119,6 +136,40 @@ impl IngestStatus {
         self.processed.subscribe()
     }
 
+    /// Messages received and not yet settled (acknowledged or withheld).
+    pub fn held(&self) -> u64 {
+        let settled = self.settled.load(Ordering::SeqCst);
+        self.received.load(Ordering::SeqCst).saturating_sub(settled)
+    }
+
+    /// `Some(stall)` when ingest holds messages and has settled none for at least `after`
+    /// (as of `now`): it is stuck, whatever the connection says.
+    pub fn stalled(&self, after: Duration, now: Timestamp) -> Option<Stall> {
+        let held = self.held();
+        if held == 0 {
+            return None;
+        }
+        let since = Timestamp::from_millis(self.progress_at.load(Ordering::SeqCst));
+        let idle =
+            Duration::from_millis(now.as_millis().saturating_sub(since.as_millis()).max(0) as u64);
+        (idle >= after).then_some(Stall { held, idle })
+    }
+
+    fn note_received(&self) {
+        // Holding nothing until now: the stall clock starts with this message.
+        if self.held() == 0 {
+            self.progress_at
+                .store(Timestamp::now().as_millis(), Ordering::SeqCst);
+        }
+        self.received.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn note_settled(&self) {
+        self.progress_at
+            .store(Timestamp::now().as_millis(), Ordering::SeqCst);
+        self.settled.fetch_add(1, Ordering::SeqCst);
+    }
+
     fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::SeqCst);
         if !connected {
@@ -129,6 +180,26 @@ impl IngestStatus {
 
     fn set_subscribed(&self) {
         self.ready.send_replace(self.is_connected());
+    }
+}
+
+/// Ingest holds messages and settles none: see [`IngestStatus::stalled`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stall {
+    /// Messages received and not settled.
+    pub held: u64,
+    /// Time since the last one was settled.
+    pub idle: Duration,
+}
+
+impl std::fmt::Display for Stall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stalled: {} messages held, none settled for {} s",
+            self.held,
+            self.idle.as_secs()
+        )
     }
 }
 
@@ -231,28 +302,29 @@ impl EventLoopTask {
         mut releaser: tokio::task::JoinHandle<()>,
         shutdown: CancellationToken,
     ) {
-        let mut inbound = Some(inbound);
+        let mut queue = Forward::new(inbound, self.settings.mqtt.queue_capacity);
         let mut drain: Option<Drain> = None;
-        let mut warned_full = false;
         let mut backoff = self.settings.mqtt.reconnect_min;
         let address = self.settings.address.to_string();
         loop {
             tokio::select! {
-                // Stop forwarding: the worker drains what it has, then the releaser
-                // acknowledges it, then it ends (next arm).
-                () = shutdown.cancelled(), if inbound.is_some() && drain.is_none() => {
+                // Stop taking new messages: what was received goes to the worker, which
+                // stores it; then the releaser acknowledges it and ends (next arm).
+                () = shutdown.cancelled(), if queue.is_open() && drain.is_none() => {
                     drain = self.start_drain();
                     if drain.is_none() {
                         tracing::info!("ingest stopping: draining received messages");
-                        inbound = None;
+                        queue.close();
                     }
                 }
                 () = sleep_until(drain.as_ref().map(|d| d.deadline)), if drain.is_some() => {
                     let missing = drain.take().map_or(0, |d| d.fences.len());
                     tracing::error!(missing, limit = ?DRAIN_LIMIT,
                         "the embedded broker was not drained in time: messages it still holds are lost with the process");
-                    inbound = None;
+                    queue.close();
                 }
+                // Room in the inbound queue for the oldest message of the overflow.
+                () = queue.advance(), if queue.has_overflow() => {}
                 _ = &mut releaser => break,
                 event = self.eventloop.poll() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -283,34 +355,17 @@ impl EventLoopTask {
                         if let (Some(gate), false) = (&self.settings.gate, fence) {
                             gate.taken((publish.topic.len() + publish.payload.len()) as u64);
                         }
-                        let Some(tx) = &inbound else {
+                        if !queue.is_open() {
                             // Shutting down: leave it unacknowledged; the broker keeps it.
                             continue;
-                        };
-                        let epoch = self.epoch.load(Ordering::SeqCst);
-                        self.status.received.fetch_add(1, Ordering::SeqCst);
-                        let sent = match tx.try_send(Inbound { publish, epoch, fence }) {
-                            Ok(()) => Ok(()),
-                            Err(mpsc::error::TrySendError::Full(message)) => {
-                                // The broker's QoS 1 window is larger than this queue: wait
-                                // (keep-alives wait too, and a long stall may cost the
-                                // connection; the broker then delivers again).
-                                if !warned_full {
-                                    warned_full = true;
-                                    tracing::warn!(capacity = self.settings.mqtt.queue_capacity,
-                                        "inbound queue full: the broker sends more unacknowledged messages than mqtt.queue_capacity; raise it to at least the broker's inflight window");
-                                }
-                                tx.send(message).await.map_err(|_| ())
-                            }
-                            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
-                        };
-                        if sent.is_err() {
-                            inbound = None;
                         }
+                        let epoch = self.epoch.load(Ordering::SeqCst);
+                        self.status.note_received();
+                        queue.push(Inbound { publish, epoch, fence });
                         if fence && drain.as_ref().is_some_and(|d| d.fences.is_empty()) {
                             tracing::info!("ingest stopping: the embedded broker is drained");
                             drain = None;
-                            inbound = None;
+                            queue.close();
                         }
                     }
                     Ok(_) => {}
@@ -320,9 +375,16 @@ impl EventLoopTask {
                         self.status.set_connected(false);
                         metrics::counter!(m::MQTT_RECONNECTS_TOTAL).increment(1);
                         tracing::warn!(broker = %address, error = %e, retry_in = ?backoff, "MQTT connection lost");
-                        tokio::select! {
-                            () = tokio::time::sleep(backoff) => {}
-                            () = shutdown.cancelled(), if inbound.is_some() => { inbound = None; }
+                        // The overflow moves on meanwhile: the worker must not wait for a
+                        // reconnect to get what was received.
+                        let wait = tokio::time::sleep(backoff);
+                        tokio::pin!(wait);
+                        loop {
+                            tokio::select! {
+                                () = &mut wait => break,
+                                () = shutdown.cancelled(), if queue.is_open() => queue.close(),
+                                () = queue.advance(), if queue.has_overflow() => {}
+                            }
                         }
                         backoff = (backoff * 2).min(self.settings.mqtt.reconnect_max);
                     }
@@ -400,6 +462,99 @@ impl EventLoopTask {
     }
 }
 
+/// The event loop's way to the worker: the bounded inbound queue, and in front of it an
+/// overflow that holds, in order, what the broker sent beyond the queue's room, so that the
+/// event loop never waits for the worker (see "Backpressure" above).
+struct Forward {
+    tx: Option<mpsc::Sender<Inbound>>,
+    overflow: VecDeque<Inbound>,
+    /// Closing: the overflow still goes to the worker, then the queue closes.
+    closing: bool,
+    capacity: usize,
+    warned: bool,
+}
+
+impl Forward {
+    fn new(tx: mpsc::Sender<Inbound>, capacity: usize) -> Forward {
+        Forward {
+            tx: Some(tx),
+            overflow: VecDeque::new(),
+            closing: false,
+            capacity,
+            warned: false,
+        }
+    }
+
+    /// Takes new messages (not closing, and the worker is there).
+    fn is_open(&self) -> bool {
+        self.tx.is_some() && !self.closing
+    }
+
+    fn has_overflow(&self) -> bool {
+        self.tx.is_some() && !self.overflow.is_empty()
+    }
+
+    /// Queues `message` behind everything received before it; never waits.
+    fn push(&mut self, message: Inbound) {
+        let Some(tx) = &self.tx else { return };
+        if self.overflow.is_empty() {
+            match tx.try_send(message) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(message)) => {
+                    self.overflow.push_back(message);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.tx = None;
+                    return;
+                }
+            }
+        } else {
+            self.overflow.push_back(message);
+        }
+        metrics::gauge!(m::MQTT_OVERFLOW_MESSAGES).set(self.overflow.len() as f64);
+        if !self.warned {
+            self.warned = true;
+            tracing::warn!(capacity = self.capacity,
+                "inbound queue full: the broker's window of unacknowledged messages is larger than mqtt.queue_capacity; the excess waits in order (quantrac_mqtt_overflow_messages). Raising mqtt.queue_capacity to the broker's inflight window avoids it");
+        }
+    }
+
+    /// Waits for room in the inbound queue and moves the oldest overflowing message there
+    /// (cancel-safe: a message only leaves the overflow together with its place).
+    async fn advance(&mut self) {
+        let Some(tx) = &self.tx else {
+            return std::future::pending().await;
+        };
+        let closed = match tx.reserve().await {
+            Ok(permit) => {
+                if let Some(message) = self.overflow.pop_front() {
+                    permit.send(message);
+                }
+                false
+            }
+            Err(_) => true,
+        };
+        if closed {
+            self.tx = None;
+        }
+        metrics::gauge!(m::MQTT_OVERFLOW_MESSAGES).set(self.overflow.len() as f64);
+        self.close_if_done();
+    }
+
+    /// Takes no new message; what was received still goes to the worker.
+    fn close(&mut self) {
+        self.closing = true;
+        self.close_if_done();
+    }
+
+    fn close_if_done(&mut self) {
+        if self.closing && self.overflow.is_empty() {
+            // The worker finishes what it has, then ends, and so does the releaser.
+            self.tx = None;
+        }
+    }
+}
+
 /// Puts the gate's counts right ([`Gate::resync`]) whenever ingest, connected, has received
 /// nothing new for [`IDLE_CHECK`] and is done with everything it received: the broker then
 /// holds nothing for quantrac, whatever the counts say.
@@ -408,8 +563,7 @@ async fn resync_when_idle(gate: Arc<Gate>, status: Arc<IngestStatus>) {
     loop {
         tokio::time::sleep(IDLE_CHECK).await;
         let received = status.received.load(Ordering::SeqCst);
-        let settled = status.settled.load(Ordering::SeqCst);
-        if received == last && received == settled && status.is_connected() {
+        if received == last && status.held() == 0 && status.is_connected() {
             gate.resync();
         }
         last = received;
@@ -479,7 +633,7 @@ async fn release(
 ) {
     while let Some(p) = pending.recv().await {
         let durable = p.durable.wait().await;
-        status.settled.fetch_add(1, Ordering::SeqCst);
+        status.note_settled();
         if durable {
             // Stored: the alerts are real whatever happens to the acknowledgement.
             notifier.announce(&p.events);
