@@ -1,4 +1,4 @@
-//! Publish-to-alert latency through the embedded broker: `cargo bench --bench alert_latency
+//! Publish-to-alert latency through the device endpoint: `cargo bench --bench alert_latency
 //! [-- SECONDS]`.
 //!
 //! A gateway publishes single-reading messages at a fixed rate (1,000 and 10,000 readings per
@@ -79,7 +79,7 @@ async fn run(rate: u64, duration: Duration) -> Outcome {
     config.api.listen = "127.0.0.1:0".parse().unwrap();
     config.storage.path = dir.path().join("data");
     config.registry.seeds = dir.path().to_owned();
-    config.mqtt.embedded.listen = quantrac::mqtt::free_local_addr().unwrap();
+    config.mqtt.endpoint.listen = quantrac::mqtt::free_local_addr().unwrap();
     let running = quantrac::app::start(config).await.unwrap();
     running.wait_ready().await;
     let broker = running.broker.clone();

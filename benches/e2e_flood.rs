@@ -1,8 +1,8 @@
 //! End to end: how many readings per second quantrac stores when `firmware-sim` floods the
-//! embedded broker. Not a criterion bench (one long run per case, not many short ones):
+//! device endpoint. Not a criterion bench (one long run per case, not many short ones):
 //! `cargo bench --bench e2e_flood [-- RECORDS]`.
 //!
-//! For each encoding and message shape it starts a fresh quantrac (embedded broker on a free
+//! For each encoding and message shape it starts a fresh quantrac (device endpoint on a free
 //! port, embedded store in a temporary directory, the default `storage.sync = "full"`),
 //! publishes RECORDS records (6-8 readings each) as fast as the broker acknowledges them,
 //! and stops the clock when quantrac reports every message durable and acknowledged
@@ -70,7 +70,7 @@ async fn run_case(
     config.api.listen = "127.0.0.1:0".parse().expect("an address");
     config.storage.path = dir.path().join("data");
     config.registry.seeds = seeds.to_owned();
-    config.mqtt.embedded.listen = quantrac::mqtt::free_local_addr().expect("a free port");
+    config.mqtt.endpoint.listen = quantrac::mqtt::free_local_addr().expect("a free port");
     let running = quantrac::app::start(config).await.expect("quantrac starts");
     running.wait_ready().await;
 

@@ -34,6 +34,12 @@ impl DurableWait {
     pub async fn wait(self) -> bool {
         self.0.await.is_ok()
     }
+
+    /// As [`DurableWait::wait`], without giving the wait up (cancel-safe, for `select!`).
+    /// Once it has answered, do not call it again.
+    pub async fn wait_mut(&mut self) -> bool {
+        (&mut self.0).await.is_ok()
+    }
 }
 
 #[cfg(test)]

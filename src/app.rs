@@ -1,9 +1,10 @@
 //! Wiring: builds every part from a [`Config`], starts them, and stops them in order.
 //!
 //! Start: registry and rules, store (live state and the alert engine restored from it),
-//! embedded broker if no external one is configured, notifiers, API listener, the monitor
-//! (the alert engine's clock), ingest. Stop ([`Running::stop`]): ingest first (it stops
-//! taking messages, drains, acknowledges and announces what became durable), then the
+//! notifiers, API listener, the monitor (the alert engine's clock), then the way data comes
+//! in: quantrac's own device endpoint ([`crate::endpoint`]), or ingest from the configured
+//! external broker ([`crate::ingest`]). Stop ([`Running::stop`]): the data source first (it
+//! stops taking messages, acknowledges and announces what became durable), then the
 //! monitor (a last snapshot of rule state), then the notifiers (they send what is queued),
 //! then the store (commits what is queued), then the API. Each part takes its shutdown as a
 //! parameter (`CancellationToken`), so the order lives here and nowhere else.
@@ -19,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alerts::{self, Engine, EngineConfig, RuleBook};
 use crate::api::{self, ApiState};
-use crate::config::{Backend, BrokerAddress, Config, MqttConfig};
+use crate::config::{Backend, BrokerAddress, Config};
+use crate::endpoint::Endpoint;
 use crate::ingest::{self, IngestStatus};
 use crate::live::{LatestValue, Live};
 use crate::monitor::Monitor;
@@ -40,8 +42,6 @@ use crate::validate::Rules;
 /// How long each shutdown step may take before it is abandoned (five steps: a shutdown takes
 /// at most a minute and a half, and normally well under a second).
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long a stop waits for device links to hand their last frames to the embedded broker.
-const GATE_CLOSE_LIMIT: Duration = Duration::from_secs(5);
 
 /// How often readings older than the retention period are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -56,6 +56,8 @@ pub enum Error {
     Storage(#[from] storage::Error),
     #[error(transparent)]
     Mqtt(#[from] mqtt::Error),
+    #[error(transparent)]
+    Endpoint(#[from] crate::endpoint::Error),
     #[error("mqtt.url: {0}")]
     BrokerUrl(#[from] crate::config::UrlError),
     #[error("cannot build the webhook client: {0}")]
@@ -86,18 +88,20 @@ pub enum ReloadError {
 pub struct Running {
     /// Where the API listens (useful when configured with port 0).
     pub api_addr: SocketAddr,
-    /// The broker quantrac is subscribed to (the embedded one, or the configured URL).
+    /// Where devices publish: quantrac's own endpoint, or the configured broker.
     pub broker: BrokerAddress,
     pub registry: SharedRegistry,
     config: Config,
     store: Arc<dyn Store>,
     monitor: Arc<Monitor>,
-    /// The embedded broker's guard (its device list reloads with the seeds).
-    guard: Option<Arc<mqtt::guard::Guard>>,
+    /// quantrac's own device endpoint (when no external broker is configured); its device
+    /// list reloads with the seeds.
+    endpoint: Option<Arc<Endpoint>>,
     security: SecurityDb,
     ingest_status: Arc<IngestStatus>,
     ingest_stop: CancellationToken,
-    ingest: JoinHandle<Result<(), ingest::Error>>,
+    /// Ingest from the external broker, if one is configured.
+    ingest: Option<JoinHandle<Result<(), ingest::Error>>>,
     monitor_stop: CancellationToken,
     monitor_task: JoinHandle<()>,
     notifiers_stop: CancellationToken,
@@ -116,18 +120,24 @@ fn engine_config(config: &Config) -> EngineConfig {
     }
 }
 
-/// Builds the notifiers: the event stream always, MQTT and webhooks as configured.
+/// Builds the notifiers: the event stream always (the device endpoint's alert subscribers
+/// read it too), MQTT on the external broker and webhooks as configured.
 fn start_notifiers(
     config: &Config,
-    own: &(BrokerAddress, MqttConfig),
+    external: Option<&BrokerAddress>,
     stop: &CancellationToken,
 ) -> Result<(Notifier, Vec<JoinHandle<()>>), Error> {
     let a = &config.alerts;
     let offset = config.api.utc_offset;
     let mut tasks = Vec::new();
-    let mqtt = if a.publish_mqtt {
-        let (tx, task) =
-            notify::mqtt::spawn(&own.0, &own.1, a.mqtt_queue_capacity, offset, stop.clone())?;
+    let mqtt = if let (true, Some(broker)) = (a.publish_mqtt, external) {
+        let (tx, task) = notify::mqtt::spawn(
+            broker,
+            &config.mqtt,
+            a.mqtt_queue_capacity,
+            offset,
+            stop.clone(),
+        )?;
         tasks.push(task);
         Some(tx)
     } else {
@@ -198,36 +208,12 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         Arc::new(Mutex::new(restore_live(&*store, &live, &registry).await?));
     let engine = restore_engine(&config, &*store, registry.load_full(), Arc::new(book)).await?;
 
-    // `broker` is where devices connect; `own` is how quantrac's clients reach it (the
-    // embedded broker's loopback port and internal credentials, or the configured broker).
-    let (broker, own, guard) = match &config.mqtt.url {
-        Some(url) => {
-            let address = BrokerAddress::parse(url)?;
-            (address.clone(), (address, config.mqtt.clone()), None)
-        }
-        None => {
-            let devices =
-                mqtt::devices::Devices::load(&config.registry.seeds).map_err(mqtt::Error::from)?;
-            let embedded = mqtt::start_embedded_broker(
-                &config.mqtt.embedded,
-                devices,
-                &config.mqtt.topic_prefix,
-            )?;
-            let local = |addr: SocketAddr| BrokerAddress {
-                tls: false,
-                host: addr.ip().to_string(),
-                port: addr.port(),
-            };
-            let mut own = config.mqtt.clone();
-            own.username = Some(embedded.internal_login.0.clone());
-            own.password = Some(embedded.internal_login.1.clone());
-            (
-                local(embedded.listen),
-                (local(embedded.internal), own),
-                Some(embedded.guard),
-            )
-        }
+    let external = match &config.mqtt.url {
+        Some(url) => Some(BrokerAddress::parse(url)?),
+        None => None,
     };
+    let devices =
+        mqtt::devices::Devices::load(&config.registry.seeds).map_err(mqtt::Error::from)?;
 
     let security = SecurityDb::open(&config.security_db())?;
     let tls = match &config.api.tls {
@@ -245,7 +231,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     };
 
     let notifiers_stop = CancellationToken::new();
-    let (notifier, notifier_tasks) = start_notifiers(&config, &own, &notifiers_stop)?;
+    let (notifier, notifier_tasks) = start_notifiers(&config, external.as_ref(), &notifiers_stop)?;
     let notifier = Arc::new(notifier);
     let monitor = Arc::new(Monitor::new(
         engine.clone(),
@@ -275,31 +261,46 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         sequences.clone(),
     ));
     let ingest_stop = CancellationToken::new();
-    let ingest = tokio::spawn(ingest::run(
-        ingest::Settings {
-            address: own.0.clone(),
-            mqtt: own.1.clone(),
-            gate: guard.as_ref().map(|g| g.gate.clone()),
-        },
-        pipeline,
-        store.clone(),
-        notifier,
-        ingest_status.clone(),
-        ingest_stop.clone(),
-    ));
-    if let Some(guard) = &guard {
-        // Devices come in once quantrac takes what they send (`mqtt::gate`).
-        let guard = guard.clone();
-        let status = ingest_status.clone();
-        tokio::spawn(async move {
-            let mut ready = status.readiness();
-            if ready.wait_for(|&ready| ready).await.is_err() {
-                return;
-            }
-            guard.gate.open();
-            tracing::info!("the embedded broker admits devices");
-        });
-    }
+    let (broker, endpoint, ingest) = match external {
+        Some(address) => {
+            let ingest = tokio::spawn(ingest::run(
+                ingest::Settings {
+                    address: address.clone(),
+                    mqtt: config.mqtt.clone(),
+                },
+                pipeline,
+                store.clone(),
+                notifier,
+                ingest_status.clone(),
+                ingest_stop.clone(),
+            ));
+            (address, None, Some(ingest))
+        }
+        None => {
+            let endpoint = Endpoint::start(
+                &config.mqtt.endpoint,
+                crate::endpoint::Shared {
+                    pipeline,
+                    store: store.clone(),
+                    notifier,
+                    devices: ArcSwap::from_pointee(devices),
+                    security: security.clone(),
+                    sessions: Default::default(),
+                    settings: crate::endpoint::Settings::from_config(&config.mqtt),
+                    status: ingest_status.clone(),
+                    stop: CancellationToken::new(),
+                },
+                config.mqtt.endpoint.listen,
+            )
+            .await?;
+            let address = BrokerAddress {
+                tls: false,
+                host: endpoint.listen.ip().to_string(),
+                port: endpoint.listen.port(),
+            };
+            (address, Some(Arc::new(endpoint)), None)
+        }
+    };
 
     let api_stop = CancellationToken::new();
     let state = ApiState {
@@ -318,7 +319,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
             config.security.auth_failure_burst,
             config.security.auth_failure_window,
         )),
-        reload: reloader(&config, &registry, &monitor, guard.clone()),
+        reload: reloader(&config, &registry, &monitor, endpoint.clone()),
     };
     let max_head = config.api.max_header_bytes;
     if let Some((listener, addr)) = metrics_listener {
@@ -356,7 +357,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         config,
         store,
         monitor,
-        guard,
+        endpoint,
         security,
         ingest_status,
         ingest_stop,
@@ -378,19 +379,17 @@ async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr
     Ok((listener, local))
 }
 
-/// Re-reads the seed files (registry and alert rules) and swaps them in; on any error,
-/// what is in use stays.
-/// Re-reads the seeds: stations, limits and rules, and (on the embedded broker) the devices.
+/// Re-reads the seeds: stations, limits and rules, and (on the device endpoint) the devices.
 /// Everything is parsed before anything changes, so a bad file changes nothing.
 fn reload(
     seeds: &std::path::Path,
     registry: &SharedRegistry,
     monitor: &Monitor,
-    guard: Option<&mqtt::guard::Guard>,
+    endpoint: Option<&Endpoint>,
 ) -> Result<String, ReloadError> {
     let fresh = Arc::new(Registry::load(seeds)?);
     let book = RuleBook::load(seeds)?;
-    let devices = match guard {
+    let devices = match endpoint {
         Some(_) => Some(mqtt::devices::Devices::load(seeds)?),
         None => None,
     };
@@ -399,9 +398,9 @@ fn reload(
         fresh.summary(),
         book.rules.len()
     );
-    if let (Some(guard), Some(devices)) = (guard, devices) {
+    if let (Some(endpoint), Some(devices)) = (endpoint, devices) {
         summary.push_str(&format!("; {} devices", devices.len()));
-        guard.devices.store(Arc::new(devices));
+        endpoint.reload_devices(devices);
     }
     registry.store(fresh.clone());
     monitor
@@ -415,13 +414,13 @@ fn reloader(
     config: &Config,
     registry: &SharedRegistry,
     monitor: &Arc<Monitor>,
-    guard: Option<Arc<mqtt::guard::Guard>>,
+    endpoint: Option<Arc<Endpoint>>,
 ) -> api::Reload {
     let seeds = config.registry.seeds.clone();
     let registry = registry.clone();
     let monitor = monitor.clone();
     Arc::new(move || {
-        reload(&seeds, &registry, &monitor, guard.as_deref()).map_err(|e| e.to_string())
+        reload(&seeds, &registry, &monitor, endpoint.as_deref()).map_err(|e| e.to_string())
     })
 }
 
@@ -519,14 +518,11 @@ impl Running {
         self.ingest_status.is_ready()
     }
 
-    /// Resolves once ingest is connected and subscribed.
-    /// With the embedded broker, also until it admits devices.
+    /// Resolves once quantrac takes data: ingest connected and subscribed, or the device
+    /// endpoint listening.
     pub async fn wait_ready(&self) {
         let mut rx = self.ingest_status.readiness();
         let _ = rx.wait_for(|&ready| ready).await;
-        if let Some(guard) = &self.guard {
-            guard.gate.opened().await;
-        }
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
@@ -544,7 +540,7 @@ impl Running {
             &self.config.registry.seeds,
             &self.registry,
             &self.monitor,
-            self.guard.as_deref(),
+            self.endpoint.as_deref(),
         )
     }
 
@@ -558,37 +554,45 @@ impl Running {
         &self.monitor
     }
 
-    /// Ordered shutdown, each step bounded in time: ingest (stop taking messages, drain,
-    /// acknowledge what is durable), the monitor (last snapshot of alert rule state), the
+    /// Ordered shutdown, each step bounded in time: the device endpoint or ingest (stop
+    /// taking messages, acknowledge what is durable), the monitor (last snapshot of alert rule state), the
     /// notifiers (send what is queued), the store (commit or spool what is queued), the API.
     pub async fn stop(self) -> Report {
         let mut s = Sequence::new(STEP_TIMEOUT);
-        if let Some(guard) = &self.guard {
-            s.step("gate", "closing the embedded broker to devices", async {
-                match guard.gate.close(GATE_CLOSE_LIMIT).await {
-                    0 => Ok(()),
-                    n => Err(format!(
-                        "{n} device links still open after {GATE_CLOSE_LIMIT:?}"
-                    )),
-                }
-            })
-            .await;
-        }
         let ingest_stop = self.ingest_stop.clone();
-        s.step(
-            "ingest",
-            "stopping ingest (draining received messages)",
-            async {
-                ingest_stop.cancel();
-                let _ = self.housekeeping.await;
-                match self.ingest.await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            },
-        )
-        .await;
+        match (&self.endpoint, self.ingest) {
+            (Some(endpoint), _) => {
+                s.step(
+                    "endpoint",
+                    "closing the device endpoint (acknowledging what is durable)",
+                    async {
+                        ingest_stop.cancel();
+                        endpoint.stop().await;
+                        self.housekeeping.await.map_err(|e| e.to_string())
+                    },
+                )
+                .await;
+            }
+            (None, ingest) => {
+                s.step(
+                    "ingest",
+                    "stopping ingest (draining received messages)",
+                    async {
+                        ingest_stop.cancel();
+                        let _ = self.housekeeping.await;
+                        match ingest {
+                            None => Ok(()),
+                            Some(ingest) => match ingest.await {
+                                Ok(Ok(())) => Ok(()),
+                                Ok(Err(e)) => Err(e.to_string()),
+                                Err(e) => Err(e.to_string()),
+                            },
+                        }
+                    },
+                )
+                .await;
+            }
+        }
         s.step("monitor", "saving the alert engine's state", async {
             self.monitor_stop.cancel();
             self.monitor_task.await.map_err(|e| e.to_string())

@@ -2,8 +2,8 @@
 //! (`firmware-sim`) in one process, so that a newcomer sees live data with one command.
 //!
 //! The fleet is the seed stations, publishing through the same broker a real deployment uses
-//! (the embedded one by default), in all three encodings, after a backlog of history so that
-//! charts and aggregates have data at once. Where the embedded broker's port is taken (a
+//! (quantrac's own endpoint by default), in all three encodings, after a backlog of history so that
+//! charts and aggregates have data at once. Where the endpoint's port is taken (a
 //! system Mosquitto on 1883, say), the demo moves to a free port and says so.
 
 use std::net::SocketAddr;
@@ -48,7 +48,7 @@ pub struct Options {
 /// A running demo: the service and its simulated fleet.
 pub struct Demo {
     pub running: app::Running,
-    /// `(configured, used)` when the embedded broker had to move off a taken port.
+    /// `(configured, used)` when the MQTT endpoint had to move off a taken port.
     pub broker_moved: Option<(SocketAddr, SocketAddr)>,
     stop_fleet: CancellationToken,
     fleet: JoinHandle<Result<RunReport, firmware_sim::run::Error>>,
@@ -57,19 +57,18 @@ pub struct Demo {
 /// Starts the service and the simulated fleet.
 pub async fn start(mut config: Config, options: Options) -> Result<Demo, Error> {
     let mut broker_moved = None;
-    if config.mqtt.url.is_none() && !mqtt::port_is_free(config.mqtt.embedded.listen) {
-        let taken = config.mqtt.embedded.listen;
-        config.mqtt.embedded.listen = mqtt::free_local_addr()?;
-        tracing::warn!(%taken, now = %config.mqtt.embedded.listen,
-            "the embedded broker's port is taken (another MQTT broker?); using a free port instead");
-        broker_moved = Some((taken, config.mqtt.embedded.listen));
+    if config.mqtt.url.is_none() && !mqtt::port_is_free(config.mqtt.endpoint.listen) {
+        let taken = config.mqtt.endpoint.listen;
+        config.mqtt.endpoint.listen = mqtt::free_local_addr()?;
+        tracing::warn!(%taken, now = %config.mqtt.endpoint.listen,
+            "the MQTT endpoint's port is taken (another MQTT broker?); using a free port instead");
+        broker_moved = Some((taken, config.mqtt.endpoint.listen));
     }
-    // The simulated fleet connects without credentials: the demo's broker allows it, and
+    // The simulated fleet connects without credentials: the demo's endpoint allows it, and
     // says so (a deployment gives each gateway its own in devices.toml).
-    config.mqtt.embedded.allow_anonymous = true;
+    config.mqtt.endpoint.allow_anonymous = true;
     let fleet = Fleet::load(&config.registry.seeds)?;
     let running = app::start(config).await?;
-    // The fleet connects once the broker admits devices (`mqtt::gate`).
     running.wait_ready().await;
 
     let mut broker = BrokerOptions::new(running.broker.to_string(), "quantrac-demo-fleet");
@@ -167,7 +166,7 @@ pub async fn run(config: Config, options: Options) -> Result<(), Error> {
     )?;
     println!();
     if let Some((taken, used)) = demo.broker_moved {
-        println!("note: {taken} is already in use, so the embedded MQTT broker listens on {used} instead");
+        println!("note: {taken} is already in use, so quantrac's MQTT endpoint listens on {used} instead");
     }
     println!("quantrac demo is running");
     println!(

@@ -1,7 +1,8 @@
 //! quantrac: the backend of a central environmental monitoring center.
 //!
 //! Station gateways at industrial-zone outfalls, stacks and ambient air stations publish
-//! telemetry over MQTT; quantrac validates it, stores it, and serves it to inspectors and
+//! telemetry over MQTT (to quantrac's own device endpoint, or through an external broker);
+//! quantrac validates it, stores it, and serves it to inspectors and
 //! analysts over an HTTP API. `../docs/` holds the contracts (`telemetry.md` for devices,
 //! `api.md` for clients, `alerts.md` for alert rules, `configuration.md` for operators).
 //!
@@ -13,14 +14,15 @@
 //! | [`app`] | wiring: builds every part from the config, starts them, stops them in order |
 //! | [`demo`] | `quantrac demo`: the service plus a simulated fleet in one process |
 //! | [`api`] | HTTP API (axum): stations, readings, alerts, quarantine, health |
-//! | [`ingest`] | quantrac's MQTT subscription (rumqttc) with end-to-end acks |
+//! | [`endpoint`] | quantrac's own MQTT device endpoint: PUBACK only once durable |
+//! | [`ingest`] | quantrac's subscription to an external broker (rumqttc) with end-to-end acks |
 //! | [`monitor`] | the alert engine's clock, snapshots, acknowledgements; events durable before announced |
 //! | [`notify`] | alert notifications: MQTT alert topic, event stream, webhooks |
 //! | [`pipeline`] | one message in: decode, validate, evaluate alerts, fan out to store and live state |
 //! | [`alerts`] | pure alert rules and engine: exceedances, early warnings, no data, faults, lifecycle |
 //! | [`validate`] | pure validation rules: accepted, or rejected with one reason |
 //! | [`storage`] | the `Store` trait, its embedded SQLite backend and its test suite |
-//! | [`mqtt`] | MQTT client options (TLS) and the embedded broker (rumqttd) |
+//! | [`mqtt`] | MQTT client options (TLS) and the device list (credentials, topic ACLs) |
 //! | [`live`] | in-memory "now": latest values and presence per station |
 //! | [`quarantine`] | rejection reasons, rejection records, counters |
 //! | [`ack`] | durability confirmations from the store back to ingest |
@@ -34,10 +36,10 @@
 //!
 //! # Guarantees
 //! A message's MQTT acknowledgement is released only after every reading in it is durably
-//! stored or durably rejected ([`ingest`], [`ack`], [`storage`]); readings are identified by
-//! `(station, param, ts)` and stored once; every bounded queue applies backpressure instead
-//! of dropping. The embedded broker, which ends with the process, admits devices only while
-//! ingest takes what they send, and is drained before ingest stops ([`mqtt::gate`]).
+//! stored or durably rejected ([`endpoint`], [`ingest`], [`ack`], [`storage`]): with the
+//! device endpoint there is no broker memory in between that a crash could lose. Readings
+//! are identified by `(station, param, ts)` and stored once; every bounded queue applies
+//! backpressure instead of dropping.
 
 pub mod ack;
 pub mod alerts;
@@ -45,6 +47,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod endpoint;
 pub mod ingest;
 pub mod live;
 pub mod logging;

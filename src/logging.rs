@@ -42,9 +42,6 @@ pub struct Logging {
 pub fn init(log: &LogConfig) -> Result<Logging, Error> {
     let spec = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.is_empty() => spec,
-        // The embedded broker logs every connection, and harmless races at disconnect as
-        // errors; quantrac reports what matters itself. Opt in with e.g. "info,rumqttd=info".
-        _ if !log.level.contains("rumqttd") => format!("{},rumqttd=off", log.level),
         _ => log.level.clone(),
     };
     let filter = EnvFilter::try_new(&spec).map_err(|source| Error::Filter {

@@ -1,4 +1,4 @@
-//! The `quantrac` command: `serve`, `demo`, `check-config`, `broker`, `token`.
+//! The `quantrac` command: `serve`, `demo`, `check-config`, `token`, `device`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -58,17 +58,11 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
-    /// Make credentials for a gateway on the embedded broker: prints a new password (once)
+    /// Make credentials for a gateway on the device endpoint: prints a new password (once)
     /// and the `[[device]]` entry to add to devices.toml in the seeds directory.
     Device {
         #[command(subcommand)]
         action: DeviceAction,
-    },
-    /// Run only the embedded MQTT broker, as `serve` configures it, until SIGINT/SIGTERM
-    /// (for measuring the broker's own ceiling; see docs/performance.md).
-    Broker {
-        #[arg(long, value_name = "PATH")]
-        config: Option<PathBuf>,
     },
 }
 
@@ -111,11 +105,6 @@ fn main() -> anyhow::Result<()> {
         } => device_add(&username, &stations),
         Command::Token { config, action } => token(config.as_deref(), action),
         Command::CheckConfig { config } => check_config(config.as_deref()),
-        Command::Broker { config } => {
-            let config = load(config.as_deref())?;
-            let _logs = quantrac::logging::init(&config.log)?;
-            runtime()?.block_on(broker_only(config))
-        }
         Command::Serve { config } => {
             let config = load(config.as_deref())?;
             let _logs = quantrac::logging::init(&config.log)?;
@@ -171,39 +160,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
 }
 
-async fn broker_only(config: Config) -> anyhow::Result<()> {
-    let devices = quantrac::mqtt::devices::Devices::load(&config.registry.seeds)?;
-    let broker = quantrac::mqtt::start_embedded_broker(
-        &config.mqtt.embedded,
-        devices,
-        &config.mqtt.topic_prefix,
-    )
-    .context("cannot start the embedded broker")?;
-    // No quantrac behind it: devices are let in at once.
-    broker.guard.gate.open_unpaced();
-    println!(
-        "embedded MQTT broker on {}; stop with Ctrl-C",
-        broker.listen
-    );
-    stop_signal().await.context("cannot listen for signals")?;
-    // rumqttd has no shutdown: it ends with the process.
-    Ok(())
-}
-
-/// SIGINT or SIGTERM.
-async fn stop_signal() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await
-}
-
 fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
     let config = load(path)?;
     let registry = Registry::load(&config.registry.seeds).with_context(|| {
@@ -219,10 +175,15 @@ fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
         )
     })?;
     let devices = quantrac::mqtt::devices::Devices::load(&config.registry.seeds)?;
+    if let Some((device, station)) = devices.unknown_station(|s| registry.station(s).is_some()) {
+        anyhow::bail!(
+            "devices.toml: device `{device}` is given station `{station}`, which is not in the registry"
+        );
+    }
     let broker = config.mqtt.url.clone().unwrap_or_else(|| {
-        let e = &config.mqtt.embedded;
+        let e = &config.mqtt.endpoint;
         format!(
-            "embedded on {}{}; {} devices{}",
+            "device endpoint on {}{}; {} devices{}",
             e.listen,
             e.tls_listen
                 .map_or(String::new(), |t| format!(" and mqtts on {t}")),

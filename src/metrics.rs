@@ -58,14 +58,21 @@ pub const SPOOL_FULL_TOTAL: &str = "quantrac_spool_full_total";
 pub const MQTT_CONNECTED: &str = "quantrac_mqtt_connected";
 /// Connection attempts after a loss.
 pub const MQTT_RECONNECTS_TOTAL: &str = "quantrac_mqtt_reconnects_total";
-/// Clients the embedded broker's guard refused or disconnected, by `reason` (`anonymous`,
-/// `bad_credentials`, `will_not_allowed`, `publish_not_allowed`, `subscribe_not_allowed`,
-/// `bad_client_id`, `protocol`, `revoked`, `unavailable`).
+/// Clients, messages or subscriptions the device endpoint refused, by `reason` (see
+/// [`crate::endpoint::peer::Refusal`]).
 pub const MQTT_REFUSED_TOTAL: &str = "quantrac_mqtt_refused_total";
 /// Log lines dropped because stderr's consumer fell behind (see [`crate::logging`]).
 pub const LOG_LINES_DROPPED_TOTAL: &str = "quantrac_log_lines_dropped_total";
 /// MQTT acknowledgements released after the data was durable.
 pub const MQTT_ACKS_TOTAL: &str = "quantrac_mqtt_acks_total";
+/// Connections open on quantrac's MQTT device endpoint (devices and subscribers).
+pub const MQTT_DEVICE_CONNECTIONS: &str = "quantrac_mqtt_device_connections";
+/// QoS 0 messages taken by the device endpoint (best effort: no acknowledgement to hold).
+pub const MQTT_QOS0_TOTAL: &str = "quantrac_mqtt_qos0_messages_total";
+/// Record counters that did not go as a gateway's should, by `event`: `resent` (an unsigned
+/// record sent again: stored once), `jump` (more than a million ahead: not counted as
+/// missing), `reset` (an unsigned counter that started again near zero).
+pub const RECORD_COUNTER_EVENTS_TOTAL: &str = "quantrac_record_counter_events_total";
 /// Messages received beyond the inbound queue's room, waiting in order in the event loop
 /// (bounded by the broker's window of unacknowledged messages; see [`crate::ingest`]).
 pub const MQTT_OVERFLOW_MESSAGES: &str = "quantrac_mqtt_overflow_messages";

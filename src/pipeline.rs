@@ -20,7 +20,7 @@ use crate::registry::Registry;
 use crate::security::sequence::Sequences;
 use crate::storage::{PresenceUpdate, WriteItem};
 use crate::telemetry::{self, Encoding, GatewayState, Timestamp, Topic, TopicKind};
-use crate::validate::{self, Rules};
+use crate::validate::{self, CounterEvent, Rules};
 
 /// The registry as the pipeline sees it: swapped atomically on reload.
 pub type SharedRegistry = Arc<ArcSwap<Registry>>;
@@ -105,7 +105,7 @@ impl Pipeline {
                     None,
                     payload,
                     now,
-                    single(Reason::MalformedPayload, None, e.to_string()),
+                    single(Reason::UnknownTopic, None, e.to_string()),
                 );
             }
         };
@@ -146,6 +146,16 @@ impl Pipeline {
                 missing = outcome.missing_records,
                 "records skipped by the station's counter (lost, or still to come)"
             );
+        }
+        for event in &outcome.counter_events {
+            metrics::counter!(m::RECORD_COUNTER_EVENTS_TOTAL, "event" => event.code()).increment(1);
+            match event {
+                CounterEvent::Resent => {}
+                CounterEvent::Jump { seq, highest } => tracing::warn!(station = parsed.station, seq, highest,
+                    "record counter jumped implausibly far ahead: not counted as missing records"),
+                CounterEvent::Reset { seq, highest } => tracing::info!(station = parsed.station, seq, highest,
+                    "record counter started again (a new or updated logger): its window starts again"),
+            }
         }
         metrics::counter!(m::READINGS_ACCEPTED_TOTAL, m::LABEL_ENCODING => encoding.as_str())
             .increment(outcome.accepted.len() as u64);
@@ -396,7 +406,7 @@ mod tests {
             (
                 "quantrac/v1/DN-AMATA/DN-AMATA-WW01/telemetry/xml",
                 b"<x/>",
-                Reason::MalformedPayload,
+                Reason::UnknownTopic,
             ),
         ];
         for (topic, payload, reason) in cases {
@@ -405,7 +415,8 @@ mod tests {
             assert_eq!(rejected.rejections[0].reason, reason, "{topic}");
             assert_eq!(rejected.topic, topic);
         }
-        assert_eq!(counters.get(Reason::MalformedPayload), 2);
+        assert_eq!(counters.get(Reason::MalformedPayload), 1);
+        assert_eq!(counters.get(Reason::UnknownTopic), 1);
     }
 
     #[test]

@@ -32,11 +32,14 @@ pub enum Reason {
     UnitMismatch,
     NonFiniteValue,
     OutOfRange,
+    /// The message came on a topic quantrac does not take (kept with the topic). Last so
+    /// that the stored numbering of the others does not change.
+    UnknownTopic,
 }
 
 impl Reason {
     /// Every reason, in the order validation checks them.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::MalformedPayload,
         Reason::UnknownStation,
         Reason::TopicMismatch,
@@ -49,6 +52,7 @@ impl Reason {
         Reason::UnitMismatch,
         Reason::NonFiniteValue,
         Reason::OutOfRange,
+        Reason::UnknownTopic,
     ];
 
     pub const fn code(self) -> &'static str {
@@ -65,6 +69,7 @@ impl Reason {
             Reason::UnitMismatch => "unit_mismatch",
             Reason::NonFiniteValue => "non_finite_value",
             Reason::OutOfRange => "out_of_range",
+            Reason::UnknownTopic => "unknown_topic",
         }
     }
 

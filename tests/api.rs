@@ -359,13 +359,13 @@ async fn a_reading_published_with_mosquitto_pub_is_returned_and_a_malformed_one_
 }
 
 /// `quantrac demo` on a machine where the broker port is taken (CI has Mosquitto on 1883):
-/// the embedded broker moves, and live data from every seed station reaches the API.
+/// the device endpoint moves, and live data from every seed station reaches the API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_moves_off_a_taken_broker_port_and_shows_every_station_live() {
     let site = Site::new(Broker::Embedded, "demo");
     let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut config = site.config();
-    config.mqtt.embedded.listen = occupied.local_addr().unwrap();
+    config.mqtt.endpoint.listen = occupied.local_addr().unwrap();
     let options = quantrac::demo::Options {
         stations: 0,
         interval: std::time::Duration::from_secs(1),

@@ -522,7 +522,7 @@ fn the_token_command_creates_lists_and_revokes_tokens_in_the_configured_database
     assert!(!refused.status.success());
 }
 
-/// A site on the embedded broker with one device, `gw-amata`, for DN-AMATA-WW01 only, and
+/// A site on the device endpoint with one device, `gw-amata`, for DN-AMATA-WW01 only, and
 /// no anonymous access.
 fn site_with_a_device(label: &str, password: &str) -> (Site, quantrac::config::Config) {
     let mut site = Site::new(Broker::Embedded, label);
@@ -541,7 +541,7 @@ fn site_with_a_device(label: &str, password: &str) -> (Site, quantrac::config::C
     .unwrap();
     site.seeds = Some(seeds);
     let mut config = site.config();
-    config.mqtt.embedded.allow_anonymous = false;
+    config.mqtt.endpoint.allow_anonymous = false;
     (site, config)
 }
 
@@ -579,7 +579,7 @@ async fn wait_refused(svc: &Service, reason: &str) {
 }
 
 #[tokio::test]
-async fn wrong_mqtt_credentials_and_anonymous_clients_are_refused_by_the_embedded_broker() {
+async fn wrong_mqtt_credentials_and_anonymous_clients_are_refused_by_the_device_endpoint() {
     let (_site, config) = site_with_a_device("mqtt-auth", "s3cret-from-the-cli");
     let svc = Service::start(config).await;
     let url = svc.broker_url();
@@ -730,7 +730,7 @@ async fn a_reload_of_the_devices_cuts_a_rotated_password_and_admits_the_new_one(
 }
 
 #[tokio::test]
-async fn devices_can_publish_over_mqtts_on_the_embedded_broker() {
+async fn devices_can_publish_over_mqtts_on_the_device_endpoint() {
     let (site, mut config) = site_with_a_device("mqtts", "pw-tls");
     let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let cert = site.dir.path().join("broker-cert.pem");
@@ -738,8 +738,8 @@ async fn devices_can_publish_over_mqtts_on_the_embedded_broker() {
     std::fs::write(&cert, generated.cert.pem()).unwrap();
     std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
     let tls_addr = quantrac::mqtt::free_local_addr().unwrap();
-    config.mqtt.embedded.tls_listen = Some(tls_addr);
-    config.mqtt.embedded.tls = Some(quantrac::config::TlsFiles {
+    config.mqtt.endpoint.tls_listen = Some(tls_addr);
+    config.mqtt.endpoint.tls = Some(quantrac::config::TlsFiles {
         cert: cert.clone(),
         key,
     });

@@ -109,21 +109,12 @@ impl Config {
             ("mqtt.max_packet_size", self.mqtt.max_packet_size),
             ("mqtt.queue_capacity", self.mqtt.queue_capacity),
             (
-                "mqtt.embedded.max_connections",
-                self.mqtt.embedded.max_connections,
-            ),
-            ("mqtt.embedded.read_batch", self.mqtt.embedded.read_batch),
-            (
-                "mqtt.embedded.max_payload_size",
-                self.mqtt.embedded.max_payload_size,
+                "mqtt.endpoint.max_connections",
+                self.mqtt.endpoint.max_connections,
             ),
             (
-                "mqtt.embedded.segment_size",
-                self.mqtt.embedded.segment_size,
-            ),
-            (
-                "mqtt.embedded.segment_count",
-                self.mqtt.embedded.segment_count,
+                "mqtt.endpoint.receive_maximum",
+                usize::from(self.mqtt.endpoint.receive_maximum),
             ),
             ("storage.queue_capacity", self.storage.queue_capacity),
             ("storage.batch_max_rows", self.storage.batch_max_rows),
@@ -135,14 +126,6 @@ impl Config {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return invalid(key, "must be positive");
-        }
-        if self.mqtt.embedded.segment_count < 2 {
-            // rumqttd drops its oldest segment when it starts a new one: with one segment,
-            // a subscriber a message behind at that moment loses everything unread.
-            return invalid(
-                "mqtt.embedded.segment_count",
-                "must be at least 2 (the oldest segment is dropped when a new one starts)",
-            );
         }
         if self.api.max_page_size < self.api.default_page_size {
             return invalid(
@@ -179,17 +162,17 @@ impl Config {
         if self.api.max_query_cost == 0 {
             return invalid("api.max_query_cost", "must be positive");
         }
-        let embedded = &self.mqtt.embedded;
-        if embedded.tls_listen.is_some() != embedded.tls.is_some() {
+        let endpoint = &self.mqtt.endpoint;
+        if endpoint.tls_listen.is_some() != endpoint.tls.is_some() {
             return invalid(
-                "mqtt.embedded.tls_listen",
-                "needs [mqtt.embedded.tls] (cert and key), and the reverse",
+                "mqtt.endpoint.tls_listen",
+                "needs [mqtt.endpoint.tls] (cert and key), and the reverse",
             );
         }
-        if let Some(tls) = &embedded.tls {
+        if let Some(tls) = &endpoint.tls {
             for (key, file) in [
-                ("mqtt.embedded.tls.cert", &tls.cert),
-                ("mqtt.embedded.tls.key", &tls.key),
+                ("mqtt.endpoint.tls.cert", &tls.cert),
+                ("mqtt.endpoint.tls.key", &tls.key),
             ] {
                 if !file.is_file() {
                     return invalid(key, &format!("{} is not a file", file.display()));
@@ -271,8 +254,11 @@ mod tests {
         let c = Config::builtin();
         c.validate().unwrap();
         assert_eq!(c.api.listen.to_string(), "127.0.0.1:8080");
-        assert!(c.mqtt.url.is_none(), "the default uses the embedded broker");
-        assert_eq!(c.mqtt.embedded.listen.port(), 1883);
+        assert!(
+            c.mqtt.url.is_none(),
+            "the default is quantrac's own device endpoint"
+        );
+        assert_eq!(c.mqtt.endpoint.listen.port(), 1883);
     }
 
     #[test]
@@ -284,13 +270,13 @@ mod tests {
             )?;
             jail.set_env("QUANTRAC_API__LISTEN", "127.0.0.1:9090");
             jail.set_env("QUANTRAC_MQTT__URL", "mqtt://127.0.0.1:1883");
-            jail.set_env("QUANTRAC_MQTT__EMBEDDED__SEGMENT_COUNT", "8");
+            jail.set_env("QUANTRAC_MQTT__ENDPOINT__RECEIVE_MAXIMUM", "8");
             jail.set_env("QUANTRAC_TEST_QUESTDB_URL", "ignored: not a config key");
             let c = Config::load(Some(Path::new("q.toml"))).unwrap();
             assert_eq!(c.api.listen.port(), 9090);
             assert_eq!(c.storage.path, PathBuf::from("/tmp/q"));
             assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://127.0.0.1:1883"));
-            assert_eq!(c.mqtt.embedded.segment_count, 8);
+            assert_eq!(c.mqtt.endpoint.receive_maximum, 8);
             assert_eq!(c.quarantine.capacity, 10000, "untouched keys keep defaults");
             Ok(())
         });

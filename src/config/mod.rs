@@ -102,7 +102,7 @@ impl Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    /// External broker URL; `None` starts the embedded broker.
+    /// External broker URL; `None` serves devices on quantrac's own endpoint.
     pub url: Option<String>,
     pub client_id: String,
     pub username: Option<String>,
@@ -120,19 +120,22 @@ pub struct MqttConfig {
     /// Ingest that holds messages and settles none for this long is stalled: not ready.
     #[serde(with = "humantime_serde")]
     pub stall_after: Duration,
-    pub embedded: EmbeddedBrokerConfig,
+    pub endpoint: EndpointConfig,
 }
 
+/// quantrac's own MQTT device endpoint (`[mqtt.endpoint]`, used when `mqtt.url` is unset).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EmbeddedBrokerConfig {
+pub struct EndpointConfig {
     pub listen: SocketAddr,
     pub max_connections: usize,
-    pub read_batch: usize,
-    pub max_payload_size: usize,
-    pub segment_size: usize,
-    pub segment_count: usize,
-    /// Accept clients without credentials (the demo); otherwise devices only.
+    /// Messages one connection may have waiting for durability (MQTT 5 Receive Maximum).
+    pub receive_maximum: u16,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub drain_limit: Duration,
+    /// Accept clients without credentials (the demo); otherwise devices and tokens only.
     pub allow_anonymous: bool,
     /// An mqtts listener too.
     pub tls_listen: Option<SocketAddr>,

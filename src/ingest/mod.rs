@@ -1,4 +1,6 @@
-//! Ingest: quantrac's MQTT subscription, with acknowledgements released end to end.
+//! Ingest from an external broker (Mosquitto, EMQX): quantrac's MQTT subscription, with
+//! acknowledgements released end to end. (Devices that connect to quantrac itself go
+//! through [`crate::endpoint`], which feeds the same pipeline and store.)
 //!
 //! Three tasks, connected by bounded channels:
 //!
@@ -44,11 +46,7 @@
 //!
 //! # Stopping
 //! Messages already received are stored and acknowledged. The rest stays with the broker,
-//! which keeps it for the persistent session, unless the broker is the embedded one: it ends
-//! with the process, so ingest first drains it. The guard's gate is closed by then (no device
-//! publishes any more, [`crate::mqtt::gate`]); ingest publishes a fence to itself on each of
-//! its subscriptions ([`topic::fences`]) and goes on until every fence is back, at most
-//! [`DRAIN_LIMIT`].
+//! which keeps it for the persistent session.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -66,7 +64,6 @@ use crate::ack::{self, DurableWait};
 use crate::alerts::AlertEvent;
 use crate::config::{BrokerAddress, MqttConfig};
 use crate::metrics as m;
-use crate::mqtt::gate::Gate;
 use crate::mqtt::{self, Session};
 use crate::notify::Notifier;
 use crate::pipeline::{Pipeline, Processed};
@@ -74,12 +71,6 @@ use crate::storage::Store;
 use crate::telemetry::{topic, Timestamp};
 
 pub use crate::mqtt::Error;
-
-/// How often ingest checks whether it is idle (see [`Gate::resync`]).
-const IDLE_CHECK: Duration = Duration::from_secs(1);
-
-/// How long a stop waits for the embedded broker's fences.
-pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Connection state shown by `/readyz`, and progress signals.
 #[derive(Debug)]
@@ -155,7 +146,8 @@ impl IngestStatus {
         (idle >= after).then_some(Stall { held, idle })
     }
 
-    fn note_received(&self) {
+    /// A message taken in (by ingest or the device endpoint).
+    pub(crate) fn note_received(&self) {
         // Holding nothing until now: the stall clock starts with this message.
         if self.held() == 0 {
             self.progress_at
@@ -164,7 +156,13 @@ impl IngestStatus {
         self.received.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn note_settled(&self) {
+    /// A message fully handled (durable, and acknowledged if QoS 1).
+    pub(crate) fn processed_one(&self) {
+        self.processed.send_modify(|n| *n += 1);
+    }
+
+    /// A message done with: acknowledged, or its acknowledgement withheld.
+    pub(crate) fn note_settled(&self) {
         self.progress_at
             .store(Timestamp::now().as_millis(), Ordering::SeqCst);
         self.settled.fetch_add(1, Ordering::SeqCst);
@@ -176,6 +174,14 @@ impl IngestStatus {
             self.ready.send_replace(false);
         }
         metrics::gauge!(m::MQTT_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+    }
+
+    /// The device endpoint listens: quantrac takes data (there is no broker to subscribe to).
+    pub(crate) fn set_listening(&self, listening: bool) {
+        self.set_connected(listening);
+        if listening {
+            self.set_subscribed();
+        }
     }
 
     fn set_subscribed(&self) {
@@ -208,23 +214,12 @@ impl std::fmt::Display for Stall {
 pub struct Settings {
     pub address: BrokerAddress,
     pub mqtt: MqttConfig,
-    /// The embedded broker's gate: set, the broker ends with this process (drain it before
-    /// stopping) and devices are paced by what ingest takes ([`crate::mqtt::gate`]).
-    pub gate: Option<Arc<Gate>>,
-}
-
-/// The fences still awaited while draining the embedded broker.
-struct Drain {
-    fences: Vec<String>,
-    deadline: tokio::time::Instant,
 }
 
 /// A received message on its way through the worker.
 struct Inbound {
     publish: Publish,
     epoch: u64,
-    /// One of ingest's own fences (draining the embedded broker): acknowledged, not stored.
-    fence: bool,
 }
 
 /// A message waiting for durability before its acknowledgement (and its alert events before
@@ -264,12 +259,6 @@ pub async fn run(
         epoch.clone(),
         status.clone(),
     ));
-    // Beside the event loop, never in its `select!`: a poll cut short by another branch can
-    // lose a connection being made.
-    let idle = settings
-        .gate
-        .clone()
-        .map(|gate| tokio::spawn(resync_when_idle(gate, status.clone())));
     let poller = EventLoopTask {
         client,
         eventloop,
@@ -278,9 +267,6 @@ pub async fn run(
         status,
     };
     poller.run(inbound_tx, releaser, shutdown).await;
-    if let Some(idle) = idle {
-        idle.abort();
-    }
     if let Err(e) = worker.await {
         tracing::error!(error = %e, "ingest worker failed");
     }
@@ -303,24 +289,14 @@ impl EventLoopTask {
         shutdown: CancellationToken,
     ) {
         let mut queue = Forward::new(inbound, self.settings.mqtt.queue_capacity);
-        let mut drain: Option<Drain> = None;
         let mut backoff = self.settings.mqtt.reconnect_min;
         let address = self.settings.address.to_string();
         loop {
             tokio::select! {
                 // Stop taking new messages: what was received goes to the worker, which
                 // stores it; then the releaser acknowledges it and ends (next arm).
-                () = shutdown.cancelled(), if queue.is_open() && drain.is_none() => {
-                    drain = self.start_drain();
-                    if drain.is_none() {
-                        tracing::info!("ingest stopping: draining received messages");
-                        queue.close();
-                    }
-                }
-                () = sleep_until(drain.as_ref().map(|d| d.deadline)), if drain.is_some() => {
-                    let missing = drain.take().map_or(0, |d| d.fences.len());
-                    tracing::error!(missing, limit = ?DRAIN_LIMIT,
-                        "the embedded broker was not drained in time: messages it still holds are lost with the process");
+                () = shutdown.cancelled(), if queue.is_open() => {
+                    tracing::info!("ingest stopping: draining received messages");
                     queue.close();
                 }
                 // Room in the inbound queue for the oldest message of the overflow.
@@ -346,27 +322,13 @@ impl EventLoopTask {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        // One of our fences: acknowledged in order like any message (the
-                        // broker refuses acknowledgements out of order), never stored.
-                        let fence = drain.as_mut().is_some_and(|d| {
-                            let at = d.fences.iter().position(|f| **f == *publish.topic);
-                            at.map(|at| d.fences.swap_remove(at)).is_some()
-                        });
-                        if let (Some(gate), false) = (&self.settings.gate, fence) {
-                            gate.taken((publish.topic.len() + publish.payload.len()) as u64);
-                        }
                         if !queue.is_open() {
                             // Shutting down: leave it unacknowledged; the broker keeps it.
                             continue;
                         }
                         let epoch = self.epoch.load(Ordering::SeqCst);
                         self.status.note_received();
-                        queue.push(Inbound { publish, epoch, fence });
-                        if fence && drain.as_ref().is_some_and(|d| d.fences.is_empty()) {
-                            tracing::info!("ingest stopping: the embedded broker is drained");
-                            drain = None;
-                            queue.close();
-                        }
+                        queue.push(Inbound { publish, epoch });
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -392,35 +354,6 @@ impl EventLoopTask {
             }
         }
         self.disconnect().await;
-    }
-
-    /// With the embedded broker, publishes the fences and starts draining; `None` otherwise
-    /// (or when not connected: nothing can be drained then).
-    fn start_drain(&self) -> Option<Drain> {
-        if self.settings.gate.is_none() || !self.status.is_connected() {
-            return None;
-        }
-        let nonce = crate::security::token::random::<8>()
-            .map(|b| crate::security::token::hex(&b))
-            .unwrap_or_else(|_| Timestamp::now().as_millis().to_string());
-        let fences = topic::fences(&self.settings.mqtt.topic_prefix, &nonce);
-        for fence in &fences {
-            if let Err(e) = self
-                .client
-                .try_publish(fence, QoS::AtLeastOnce, false, nonce.clone())
-            {
-                tracing::error!(error = %e, "cannot publish a fence to drain the embedded broker");
-                return None;
-            }
-        }
-        tracing::info!(
-            fences = fences.len(),
-            "ingest stopping: draining the embedded broker"
-        );
-        Some(Drain {
-            fences,
-            deadline: tokio::time::Instant::now() + DRAIN_LIMIT,
-        })
     }
 
     fn subscribe(&self, session_present: bool) {
@@ -555,29 +488,6 @@ impl Forward {
     }
 }
 
-/// Puts the gate's counts right ([`Gate::resync`]) whenever ingest, connected, has received
-/// nothing new for [`IDLE_CHECK`] and is done with everything it received: the broker then
-/// holds nothing for quantrac, whatever the counts say.
-async fn resync_when_idle(gate: Arc<Gate>, status: Arc<IngestStatus>) {
-    let mut last = u64::MAX;
-    loop {
-        tokio::time::sleep(IDLE_CHECK).await;
-        let received = status.received.load(Ordering::SeqCst);
-        if received == last && status.held() == 0 && status.is_connected() {
-            gate.resync();
-        }
-        last = received;
-    }
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The worker: pipeline, then store; hands each message to the releaser in order.
 async fn work(
     mut inbound: mpsc::Receiver<Inbound>,
@@ -585,27 +495,14 @@ async fn work(
     store: Arc<dyn Store>,
     pending: mpsc::Sender<Pending>,
 ) {
-    while let Some(Inbound {
-        publish,
-        epoch,
-        fence,
-    }) = inbound.recv().await
-    {
+    while let Some(Inbound { publish, epoch }) = inbound.recv().await {
         let (done, durable) = ack::pair();
-        let mut events = Vec::new();
-        if fence {
-            done.confirm();
-        } else {
-            let Processed {
-                mut item,
-                events: raised,
-            } = pipeline.process(&publish.topic, &publish.payload, Timestamp::now());
-            events = raised;
-            item.done = Some(done);
-            if let Err(e) = store.write(item).await {
-                tracing::error!(error = %e, "the store refused a write; the message stays unacknowledged");
-                break;
-            }
+        let Processed { mut item, events } =
+            pipeline.process(&publish.topic, &publish.payload, Timestamp::now());
+        item.done = Some(done);
+        if let Err(e) = store.write(item).await {
+            tracing::error!(error = %e, "the store refused a write; the message stays unacknowledged");
+            break;
         }
         if pending
             .send(Pending {
@@ -649,6 +546,6 @@ async fn release(
             }
             metrics::counter!(m::MQTT_ACKS_TOTAL).increment(1);
         }
-        status.processed.send_modify(|n| *n += 1);
+        status.processed_one();
     }
 }

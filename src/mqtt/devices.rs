@@ -1,6 +1,6 @@
-//! Devices allowed on the embedded broker: per-gateway credentials (salted hashes) and topic
-//! ACLs, from `devices.toml` in the seeds directory. Pure: the guard ([`super::guard`]) asks,
-//! this answers.
+//! Devices allowed on the device endpoint: per-gateway credentials (salted hashes) and topic
+//! ACLs, from `devices.toml` in the seeds directory. Pure: the endpoint
+//! ([`crate::endpoint::peer`]) asks, this answers.
 //!
 //! ```toml
 //! [[device]]
@@ -152,6 +152,16 @@ impl Devices {
             .iter()
             .find(|d| d.username == device.username)
             .filter(|d| d.salt == device.salt && d.hash == device.hash)
+    }
+
+    /// The first `(device, station)` whose station `known` does not know, if any.
+    pub fn unknown_station(&self, known: impl Fn(&str) -> bool) -> Option<(&str, &str)> {
+        self.devices.iter().find_map(|d| {
+            d.stations
+                .iter()
+                .find(|s| !known(s))
+                .map(|s| (d.username.as_str(), s.as_str()))
+        })
     }
 
     /// The device with these credentials, if they are right.

@@ -1,25 +1,18 @@
-//! MQTT plumbing shared by ingest (quantrac's subscription) and the alert publisher: client
-//! options (credentials, TLS), and the embedded broker with its guard ([`guard`]: device
-//! credentials and topic ACLs from [`devices`]).
+//! MQTT plumbing shared by ingest (quantrac's subscription to an external broker) and the
+//! alert publisher: client options (credentials, TLS), and the device list ([`devices`]:
+//! credentials and topic ACLs) that the device endpoint ([`crate::endpoint`]) checks.
 
-mod broker;
 pub mod devices;
-pub mod gate;
-pub mod guard;
 mod tls;
 
-use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use std::net::{SocketAddr, TcpListener};
 
-pub use broker::{free_local_addr, port_is_free, start as start_embedded_broker, Embedded};
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 
 use crate::config::{BrokerAddress, MqttConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("port {0} is already in use")]
-    PortInUse(std::net::SocketAddr),
-    #[error("the embedded MQTT broker did not start listening on {0}")]
-    BrokerNotListening(std::net::SocketAddr),
     #[error("TLS: {0}")]
     Tls(String),
     #[error(transparent)]
@@ -61,4 +54,15 @@ pub fn options(
         options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     }
     Ok(options)
+}
+
+/// Whether `addr` can be bound right now.
+pub fn port_is_free(addr: SocketAddr) -> bool {
+    TcpListener::bind(addr).is_ok()
+}
+
+/// A free port on the loopback interface (bound then released: a tiny race is possible).
+pub fn free_local_addr() -> Result<SocketAddr, Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(Error::Io)?;
+    listener.local_addr().map_err(Error::Io)
 }

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-const PREFIX: &str = "qt_";
+pub const PREFIX: &str = "qt_";
 const ID_BYTES: usize = 6;
 const SECRET_BYTES: usize = 32;
 const SALT_BYTES: usize = 16;

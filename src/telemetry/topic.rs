@@ -67,7 +67,7 @@ pub fn subscriptions(prefix: &str) -> Vec<String> {
 
 /// Every inbound topic (or filter) of `station` in `zone`: telemetry in each encoding, then
 /// status.
-fn inbound(prefix: &str, zone: &str, station: &str) -> Vec<String> {
+pub fn inbound(prefix: &str, zone: &str, station: &str) -> Vec<String> {
     let root = if prefix.is_empty() {
         ROOT.to_owned()
     } else {
@@ -79,17 +79,6 @@ fn inbound(prefix: &str, zone: &str, station: &str) -> Vec<String> {
         .collect();
     topics.push(format!("{root}/{zone}/{station}/status"));
     topics
-}
-
-/// Zone level of the fences ([`fences`]); no station can be in it (a zone id with `_` first is
-/// refused by the registry, and the guard lets devices publish only under their stations).
-pub const FENCE_ZONE: &str = "_fence";
-
-/// One topic per subscription filter of [`subscriptions`], on which quantrac publishes a
-/// fence (`nonce`) to itself: when all have come back, everything the broker held for
-/// quantrac before them has been delivered (messages of one filter arrive in order).
-pub fn fences(prefix: &str, nonce: &str) -> Vec<String> {
-    inbound(prefix, FENCE_ZONE, nonce)
 }
 
 /// The topic on which quantrac publishes alert events for a station.
@@ -105,22 +94,6 @@ pub fn alert_topic(prefix: &str, zone: &str, station: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn each_subscription_filter_matches_exactly_one_fence() {
-        for prefix in ["", "site-a"] {
-            let fences = fences(prefix, "0a1b");
-            let filters = subscriptions(prefix);
-            assert_eq!(fences.len(), filters.len());
-            for filter in &filters {
-                let matching = fences
-                    .iter()
-                    .filter(|f| rumqttc::matches(f, filter))
-                    .count();
-                assert_eq!(matching, 1, "{filter}");
-            }
-        }
-    }
 
     #[test]
     fn telemetry_topics_name_zone_station_and_encoding() {

@@ -18,7 +18,7 @@ use serde_json::Value;
 /// Which broker a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Broker {
-    /// rumqttd, started in process by quantrac itself.
+    /// quantrac's own MQTT device endpoint (no broker in between).
     Embedded,
     /// The Mosquitto at 127.0.0.1:1883 (or `QUANTRAC_TEST_MOSQUITTO_URL`).
     Mosquitto,
@@ -61,8 +61,11 @@ pub struct Site {
     pub broker: Broker,
     pub dir: tempfile::TempDir,
     pub prefix: String,
-    /// For tests that run the embedded broker themselves (restarts): its URL.
+    /// An external broker's URL, for tests that run their own (restarts).
     pub external_url: Option<String>,
+    /// Where the device endpoint listens: the same across restarts of the site's quantrac,
+    /// so that gateways reconnect to it.
+    pub endpoint: std::net::SocketAddr,
     /// Seeds of its own (fast stations), if not the shipped ones.
     pub seeds: Option<PathBuf>,
 }
@@ -77,6 +80,7 @@ impl Site {
             dir: tempfile::tempdir().unwrap(),
             prefix: unique(label),
             external_url: None,
+            endpoint: quantrac::mqtt::free_local_addr().unwrap(),
             seeds: None,
         }
     }
@@ -100,21 +104,11 @@ impl Site {
         site
     }
 
-    /// A site whose broker outlives quantrac restarts: Mosquitto, or an embedded broker
-    /// started here rather than by quantrac.
+    /// A site whose broker address outlives quantrac restarts: Mosquitto, or the device
+    /// endpoint on a port kept for the site (gateways keep what quantrac did not
+    /// acknowledge and send it again when it is back).
     pub fn with_lasting_broker(broker: Broker, label: &str) -> Site {
-        let mut site = Site::new(broker, label);
-        if broker == Broker::Embedded {
-            let mut config = Config::builtin().mqtt.embedded;
-            config.listen = quantrac::mqtt::free_local_addr().unwrap();
-            config.allow_anonymous = true;
-            let broker =
-                quantrac::mqtt::start_embedded_broker(&config, Default::default(), "").unwrap();
-            // No quantrac of its own behind it: devices are let in at once.
-            broker.guard.gate.open_unpaced();
-            site.external_url = Some(format!("mqtt://{}", broker.listen));
-        }
-        site
+        Site::new(broker, label)
     }
 
     pub fn config(&self) -> Config {
@@ -134,10 +128,10 @@ impl Site {
             (_, Some(url)) => c.mqtt.url = Some(url.clone()),
             (Broker::Mosquitto, None) => c.mqtt.url = Some(mosquitto_url()),
             (Broker::Embedded, None) => {
-                c.mqtt.embedded.listen = quantrac::mqtt::free_local_addr().unwrap();
+                c.mqtt.endpoint.listen = self.endpoint;
                 // The test gateways connect without credentials (tests/security.rs checks
                 // the refusals).
-                c.mqtt.embedded.allow_anonymous = true;
+                c.mqtt.endpoint.allow_anonymous = true;
             }
         }
         c
