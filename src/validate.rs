@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::quarantine::{Reason, Rejection};
 use crate::registry::{Registry, Station};
-use crate::security::sequence::{Sequences, Verdict, Window};
+use crate::security::sequence::{self, Sequences, Verdict, Window};
 use crate::security::signature::{self, Refusal};
 use crate::telemetry::{Decoded, Reading, Record, Timestamp, Topic};
 
@@ -38,6 +38,30 @@ pub struct Outcome {
     /// The station's record-counter window after this message, when the message moved it
     /// (saved with the message, so that replays are refused after a restart too).
     pub counter: Option<(Arc<str>, Window)>,
+    /// Record counters that did not go as a gateway's should (for the pipeline to count).
+    pub counter_events: Vec<CounterEvent>,
+}
+
+/// A record counter that did not go as a gateway's should; the record was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterEvent {
+    /// An unsigned record sent again (its readings are stored once).
+    Resent,
+    /// More than [`sequence::MAX_JUMP`] ahead of `highest`: not counted as missing; the
+    /// window moved only if the record was signed.
+    Jump { seq: u64, highest: u64 },
+    /// An unsigned counter that started again near zero: its window starts again.
+    Reset { seq: u64, highest: u64 },
+}
+
+impl CounterEvent {
+    pub const fn code(self) -> &'static str {
+        match self {
+            CounterEvent::Resent => "resent",
+            CounterEvent::Jump { .. } => "jump",
+            CounterEvent::Reset { .. } => "reset",
+        }
+    }
 }
 
 /// Validates the decoded records of one telemetry message that arrived on `topic`.
@@ -53,6 +77,7 @@ pub fn validate(
         accepted: Vec::with_capacity(decoded.records.iter().map(|r| r.readings.len()).sum()),
         rejected: Vec::new(),
         missing_records: 0,
+        counter_events: Vec::new(),
         counter: None,
     };
     let mut counted: Option<&Station> = None;
@@ -72,11 +97,13 @@ pub fn validate(
         now.saturating_add(rules.max_future),
     );
     for record in &decoded.records {
-        let checked =
-            check_record(registry, topic, record, bounds, &mut scratch).and_then(|station| {
-                let missing = check_counter(station, record, sequences)?;
+        let checked = check_record(registry, topic, record, bounds, &mut scratch).and_then(
+            |(station, signed)| {
+                let missing =
+                    check_counter(station, record, signed, sequences, &mut out.counter_events)?;
                 Ok((station, missing))
-            });
+            },
+        );
         match checked {
             Ok((station, missing)) => {
                 out.missing_records += missing;
@@ -102,14 +129,15 @@ pub fn validate(
     out
 }
 
-/// Record-level checks; returns the registry station when they pass.
+/// Record-level checks; returns the registry station when they pass, and whether the record
+/// carried a valid signature.
 fn check_record<'r>(
     registry: &'r Registry,
     topic: &Topic<'_>,
     record: &Record<'_>,
     (oldest, newest): (Timestamp, Timestamp),
     scratch: &mut Vec<u8>,
-) -> Result<&'r Station, (Reason, String)> {
+) -> Result<(&'r Station, bool), (Reason, String)> {
     let n = record.readings.len();
     let Some(station) = registry.station(&record.station) else {
         return Err((
@@ -141,8 +169,8 @@ fn check_record<'r>(
         record,
         scratch,
     );
-    match signed {
-        Ok(_) => {}
+    let signed = match signed {
+        Ok(signed) => signed,
         Err(Refusal::Unsigned) => {
             return Err((
                 Reason::UnsignedRecord,
@@ -164,7 +192,7 @@ fn check_record<'r>(
                 ),
             ))
         }
-    }
+    };
     if record.ts > newest {
         return Err((
             Reason::FutureTimestamp,
@@ -183,22 +211,56 @@ fn check_record<'r>(
             ),
         ));
     }
-    Ok(station)
+    Ok((station, signed))
 }
 
-/// The record counter: replays refused, skipped records counted. Runs last among the record
-/// checks, so that only records otherwise acceptable move the counter.
+/// The record counter: skipped records counted, and replays refused where a signature
+/// protects the counter. Runs last among the record checks, so that only records otherwise
+/// acceptable move the counter.
+///
+/// An unsigned counter proves nothing: whoever can publish can write any number in it, so it
+/// must never lock a station out. Unsigned re-sends are accepted (a reading's identity
+/// `(station, param, ts)` stores them once), an implausible jump forward does not move the
+/// window, and a counter that starts again near zero (a new logger, a firmware update) starts
+/// the window again; each is reported in `events`.
 fn check_counter(
     station: &Station,
     record: &Record<'_>,
+    signed: bool,
     sequences: &mut Sequences,
+    events: &mut Vec<CounterEvent>,
 ) -> Result<u64, (Reason, String)> {
     let Some(seq) = record.seq else {
         return Ok(0);
     };
-    match sequences.check(&station.id, seq) {
+    let verdict = sequences.check(&station.id, seq);
+    match verdict {
+        Verdict::Jump { highest } => {
+            if signed {
+                // The signature vouches for the number: the window starts there.
+                sequences.rebase(&station.id, seq);
+            }
+            events.push(CounterEvent::Jump { seq, highest });
+            return Ok(0);
+        }
+        Verdict::Replayed { .. } if !signed => {
+            events.push(CounterEvent::Resent);
+            return Ok(0);
+        }
+        Verdict::TooOld { highest } if !signed => {
+            if seq < sequence::WINDOW {
+                sequences.rebase(&station.id, seq);
+                events.push(CounterEvent::Reset { seq, highest });
+            } else {
+                events.push(CounterEvent::Resent);
+            }
+            return Ok(0);
+        }
+        _ => {}
+    }
+    match verdict {
         Verdict::Fresh { missing } => Ok(missing),
-        Verdict::FillsGap => Ok(0),
+        Verdict::FillsGap | Verdict::Jump { .. } => Ok(0),
         Verdict::Replayed { highest } => Err((
             Reason::ReplayedRecord,
             format!("seq {seq} was already received (highest so far {highest}): a retransmission or a replay"),
@@ -540,5 +602,68 @@ mod tests {
         let jump = judge(&registry, &mut seqs, signed(14, 1.0));
         assert_eq!(jump.missing_records, 3);
         assert_eq!(seqs.station("DN-AMATA-WW01"), Some((14, 3)));
+    }
+
+    fn unsigned(seq: u64) -> Record<'static> {
+        let mut r = record("DN-AMATA-WW01", NOW, &[("COD", 50.0, "mg/L")]);
+        r.seq = Some(seq);
+        r
+    }
+
+    #[test]
+    fn a_poisoned_unsigned_counter_never_locks_a_station_out() {
+        let registry = registry();
+        let mut seqs = Sequences::new();
+        assert!(judge(&registry, &mut seqs, unsigned(10))
+            .rejected
+            .is_empty());
+        let poison = judge(&registry, &mut seqs, unsigned(u64::MAX));
+        assert!(poison.rejected.is_empty(), "accepted (stored), but...");
+        assert_eq!(
+            poison.missing_records, 0,
+            "...not counted as missing records"
+        );
+        assert!(matches!(
+            poison.counter_events[..],
+            [CounterEvent::Jump { .. }]
+        ));
+        let next = judge(&registry, &mut seqs, unsigned(11));
+        assert!(
+            next.rejected.is_empty(),
+            "the gateway's next record is taken"
+        );
+        assert_eq!(seqs.station("DN-AMATA-WW01"), Some((11, 0)));
+    }
+
+    #[test]
+    fn an_unsigned_resend_is_accepted_and_a_counter_that_starts_again_restarts_its_window() {
+        let registry = registry();
+        let mut seqs = Sequences::new();
+        judge(&registry, &mut seqs, unsigned(5_000));
+        let again = judge(&registry, &mut seqs, unsigned(5_000));
+        assert!(again.rejected.is_empty(), "stored once by its identity");
+        assert_eq!(again.counter_events, vec![CounterEvent::Resent]);
+        let reset = judge(&registry, &mut seqs, unsigned(0));
+        assert!(reset.rejected.is_empty());
+        assert!(matches!(
+            reset.counter_events[..],
+            [CounterEvent::Reset {
+                seq: 0,
+                highest: 5_000
+            }]
+        ));
+        assert_eq!(seqs.station("DN-AMATA-WW01"), Some((0, 0)));
+    }
+
+    #[test]
+    fn a_signed_counter_may_jump_far_ahead_and_then_refuses_replays_from_there() {
+        let registry = signing_registry();
+        let mut seqs = Sequences::new();
+        judge(&registry, &mut seqs, signed(1, 1.0));
+        let jump = judge(&registry, &mut seqs, signed(1 << 40, 1.0));
+        assert!(jump.rejected.is_empty());
+        assert_eq!(jump.missing_records, 0);
+        let replay = judge(&registry, &mut seqs, signed(1 << 40, 1.0));
+        assert_eq!(only_reason(&replay), Reason::ReplayedRecord);
     }
 }

@@ -16,6 +16,10 @@ use std::sync::Arc;
 
 /// How far below the highest `seq` a record may still arrive.
 pub const WINDOW: u64 = 1024;
+/// The largest believable jump ahead: about two years of records a minute. A larger one is
+/// reported as [`Verdict::Jump`] and moves nothing (an unsigned counter could otherwise be
+/// pushed to `u64::MAX` and refuse every later record).
+pub const MAX_JUMP: u64 = 1 << 20;
 const WORDS: usize = (WINDOW / 64) as usize;
 /// The longest saved form ([`Window::to_bytes`]).
 pub const SAVED_MAX: usize = 17 + 8 * WORDS;
@@ -44,6 +48,8 @@ pub enum Verdict {
     Replayed { highest: u64 },
     /// Below the window: it cannot be told from a replay.
     TooOld { highest: u64 },
+    /// More than [`MAX_JUMP`] ahead of the highest: nothing was recorded.
+    Jump { highest: u64 },
 }
 
 /// One station's window. Bit `i` of `seen` is the record `highest - i`.
@@ -157,6 +163,11 @@ impl Window {
 
     /// Judges `seq` and records it when it is accepted.
     pub fn check(&mut self, seq: u64) -> Verdict {
+        if seq > self.highest.saturating_add(MAX_JUMP) {
+            return Verdict::Jump {
+                highest: self.highest,
+            };
+        }
         if seq > self.highest {
             let missing = seq - self.highest - 1;
             self.advance(seq);
@@ -207,6 +218,15 @@ impl Sequences {
                 Verdict::Fresh { missing: 0 }
             }
         }
+    }
+
+    /// Starts `station`'s window again at `seq` (a counter reset, or a signed jump), keeping
+    /// its count of missing records.
+    pub fn rebase(&mut self, station: &Arc<str>, seq: u64) {
+        let missing = self.windows.get(station).map_or(0, |w| w.missing);
+        let mut window = Window::first(seq);
+        window.missing = missing;
+        self.windows.insert(station.clone(), window);
     }
 
     /// A station's window (to save it with the records it let in).
