@@ -2,7 +2,9 @@
 //!
 //! Start: registry and rules, store (live state and the alert engine restored from it),
 //! embedded broker if no external one is configured, notifiers, API listener, the monitor
-//! (the alert engine's clock), ingest. Stop ([`Running::stop`]): ingest first (it stops
+//! (the alert engine's clock), the FTP endpoint and watched directory if enabled, ingest.
+//! Stop ([`Running::stop`]): the file sources first (no new upload; files in flight made
+//! durable and answered), then ingest (it stops
 //! taking messages, drains, acknowledges and announces what became durable), then the
 //! monitor (a last snapshot of rule state), then the notifiers (they send what is queued),
 //! then the store (commits what is queued), then the API. Each part takes its shutdown as a
@@ -64,6 +66,8 @@ pub enum Error {
     Security(#[from] crate::security::Error),
     #[error("api.tls: {0}")]
     Tls(#[from] crate::security::tls::TlsError),
+    #[error(transparent)]
+    Ftp(#[from] crate::ftp::Error),
     #[error("cannot listen for the API on {addr}: {source}")]
     ApiListen {
         addr: SocketAddr,
@@ -88,12 +92,16 @@ pub struct Running {
     pub api_addr: SocketAddr,
     /// The broker quantrac is subscribed to (the embedded one, or the configured URL).
     pub broker: BrokerAddress,
+    /// Where the FTP endpoint listens, when enabled.
+    pub ftp_addr: Option<SocketAddr>,
     pub registry: SharedRegistry,
     config: Config,
     store: Arc<dyn Store>,
     monitor: Arc<Monitor>,
     /// The embedded broker's guard (its device list reloads with the seeds).
     guard: Option<Arc<mqtt::guard::Guard>>,
+    /// The FTP endpoint and the watched directory, when enabled.
+    files: Files,
     security: SecurityDb,
     ingest_status: Arc<IngestStatus>,
     ingest_stop: CancellationToken,
@@ -274,6 +282,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         counters.clone(),
         sequences.clone(),
     ));
+    let files = start_files(&config, &pipeline, &store, &notifier, &registry, &counters).await?;
     let ingest_stop = CancellationToken::new();
     let ingest = tokio::spawn(ingest::run(
         ingest::Settings {
@@ -317,7 +326,13 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
             config.security.auth_failure_burst,
             config.security.auth_failure_window,
         )),
-        reload: reloader(&config, &registry, &monitor, guard.clone()),
+        reload: reloader(
+            &config,
+            &registry,
+            &monitor,
+            guard.clone(),
+            files.devices.clone(),
+        ),
     };
     let max_head = config.api.max_header_bytes;
     if let Some((listener, addr)) = metrics_listener {
@@ -351,11 +366,13 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     Ok(Running {
         api_addr,
         broker,
+        ftp_addr: files.ftp.as_ref().map(|f| f.addr),
         registry,
         config,
         store,
         monitor,
         guard,
+        files,
         security,
         ingest_status,
         ingest_stop,
@@ -367,6 +384,88 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         api_stop,
         api,
         housekeeping,
+    })
+}
+
+/// The Circular 10 file sources: the FTP endpoint and the watched directory.
+#[derive(Default)]
+struct Files {
+    ftp: Option<crate::ftp::FtpServer>,
+    watch: Option<(CancellationToken, JoinHandle<Result<(), crate::ftp::Error>>)>,
+    intake: Option<Arc<crate::ftp::Intake>>,
+    /// The FTP endpoint's device list (reloaded with the seeds).
+    devices: Option<crate::ftp::SharedDevices>,
+}
+
+impl Files {
+    fn is_running(&self) -> bool {
+        self.ftp.is_some() || self.watch.is_some()
+    }
+
+    /// No new session or file; files in flight made durable and answered.
+    async fn stop(self) -> Result<(), String> {
+        if let Some((stop, _)) = &self.watch {
+            stop.cancel();
+        }
+        if let Some(ftp) = self.ftp {
+            ftp.stop().await?;
+        }
+        if let Some(intake) = &self.intake {
+            intake.close().await;
+        }
+        if let Some((_, task)) = self.watch {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts the FTP endpoint and the watched directory, as configured.
+async fn start_files(
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    store: &Arc<dyn Store>,
+    notifier: &Arc<Notifier>,
+    registry: &SharedRegistry,
+    counters: &Arc<Counters>,
+) -> Result<Files, Error> {
+    if !config.ftp.enabled && !config.ingest_dir.enabled {
+        return Ok(Files::default());
+    }
+    let devices =
+        mqtt::devices::Devices::load(&config.registry.seeds).map_err(mqtt::Error::from)?;
+    let devices: crate::ftp::SharedDevices = Arc::new(ArcSwap::from_pointee(devices));
+    let intake = Arc::new(crate::ftp::Intake::new(
+        pipeline.clone(),
+        store.clone(),
+        notifier.clone(),
+        registry.clone(),
+        devices.clone(),
+        counters.clone(),
+        config.mqtt.topic_prefix.clone(),
+    ));
+    let ftp = match config.ftp.enabled {
+        true => Some(crate::ftp::server::start(&config.ftp, intake.clone()).await?),
+        false => None,
+    };
+    let watch = config.ingest_dir.enabled.then(|| {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(crate::ftp::watch::run(
+            config.ingest_dir.clone(),
+            intake.clone(),
+            stop.clone(),
+        ));
+        (stop, task)
+    });
+    Ok(Files {
+        ftp,
+        watch,
+        intake: Some(intake),
+        devices: config.ftp.enabled.then_some(devices),
     })
 }
 
@@ -386,21 +485,28 @@ fn reload(
     registry: &SharedRegistry,
     monitor: &Monitor,
     guard: Option<&mqtt::guard::Guard>,
+    ftp_devices: Option<&crate::ftp::SharedDevices>,
 ) -> Result<String, ReloadError> {
     let fresh = Arc::new(Registry::load(seeds)?);
     let book = RuleBook::load(seeds)?;
-    let devices = match guard {
-        Some(_) => Some(mqtt::devices::Devices::load(seeds)?),
-        None => None,
+    let devices = match (guard, ftp_devices) {
+        (None, None) => None,
+        _ => Some(mqtt::devices::Devices::load(seeds)?),
     };
     let mut summary = format!(
         "{}; {} declared alert rules",
         fresh.summary(),
         book.rules.len()
     );
-    if let (Some(guard), Some(devices)) = (guard, devices) {
+    if let Some(devices) = devices {
         summary.push_str(&format!("; {} devices", devices.len()));
-        guard.devices.store(Arc::new(devices));
+        let devices = Arc::new(devices);
+        if let Some(guard) = guard {
+            guard.devices.store(devices.clone());
+        }
+        if let Some(ftp) = ftp_devices {
+            ftp.store(devices);
+        }
     }
     registry.store(fresh.clone());
     monitor
@@ -415,12 +521,20 @@ fn reloader(
     registry: &SharedRegistry,
     monitor: &Arc<Monitor>,
     guard: Option<Arc<mqtt::guard::Guard>>,
+    ftp_devices: Option<crate::ftp::SharedDevices>,
 ) -> api::Reload {
     let seeds = config.registry.seeds.clone();
     let registry = registry.clone();
     let monitor = monitor.clone();
     Arc::new(move || {
-        reload(&seeds, &registry, &monitor, guard.as_deref()).map_err(|e| e.to_string())
+        reload(
+            &seeds,
+            &registry,
+            &monitor,
+            guard.as_deref(),
+            ftp_devices.as_ref(),
+        )
+        .map_err(|e| e.to_string())
     })
 }
 
@@ -544,6 +658,7 @@ impl Running {
             &self.registry,
             &self.monitor,
             self.guard.as_deref(),
+            self.files.devices.as_ref(),
         )
     }
 
@@ -562,6 +677,14 @@ impl Running {
     /// notifiers (send what is queued), the store (commit or spool what is queued), the API.
     pub async fn stop(self) -> Report {
         let mut s = Sequence::new(STEP_TIMEOUT);
+        if self.files.is_running() {
+            s.step(
+                "files",
+                "stopping the FTP endpoint and the watched directory (files in flight made durable)",
+                self.files.stop(),
+            )
+            .await;
+        }
         if let Some(guard) = &self.guard {
             s.step("gate", "closing the embedded broker to devices", async {
                 match guard.gate.close(GATE_CLOSE_LIMIT).await {

@@ -1,7 +1,7 @@
 //! quantrac: the backend of a central environmental monitoring center.
 //!
 //! Station gateways at industrial-zone outfalls, stacks and ambient air stations publish
-//! telemetry over MQTT; quantrac validates it, stores it, and serves it to inspectors and
+//! telemetry over MQTT, station data loggers upload Circular 10 files over FTP; quantrac validates it, stores it, and serves it to inspectors and
 //! analysts over an HTTP API. `../docs/` holds the contracts (`telemetry.md` for devices,
 //! `api.md` for clients, `alerts.md` for alert rules, `configuration.md` for operators).
 //!
@@ -14,6 +14,8 @@
 //! | [`demo`] | `quantrac demo`: the service plus a simulated fleet in one process |
 //! | [`api`] | HTTP API (axum): stations, readings, alerts, quarantine, health |
 //! | [`ingest`] | quantrac's MQTT subscription (rumqttc) with end-to-end acks |
+//! | [`ftp`] | Circular 10 files: the FTP/FTPS upload endpoint and the watched directory |
+//! | [`handoff`] | one message to the store, durable before its source answers; alerts announced then |
 //! | [`monitor`] | the alert engine's clock, snapshots, acknowledgements; events durable before announced |
 //! | [`notify`] | alert notifications: MQTT alert topic, event stream, webhooks |
 //! | [`pipeline`] | one message in: decode, validate, evaluate alerts, fan out to store and live state |
@@ -33,7 +35,7 @@
 //! | [`shutdown`] | ordered, bounded shutdown steps and their report |
 //!
 //! # Guarantees
-//! A message's MQTT acknowledgement is released only after every reading in it is durably
+//! A message's MQTT acknowledgement (an FTP upload's 226) is released only after every reading in it is durably
 //! stored or durably rejected ([`ingest`], [`ack`], [`storage`]); readings are identified by
 //! `(station, param, ts)` and stored once; every bounded queue applies backpressure instead
 //! of dropping. The embedded broker, which ends with the process, admits devices only while
@@ -45,6 +47,8 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod ftp;
+pub mod handoff;
 pub mod ingest;
 pub mod live;
 pub mod logging;

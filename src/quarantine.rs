@@ -32,11 +32,15 @@ pub enum Reason {
     UnitMismatch,
     NonFiniteValue,
     OutOfRange,
+    /// A device sent data for a station that is not one of its own (FTP uploads).
+    NotAuthorized,
+    /// A file larger than the configured bound (FTP uploads, the watched directory).
+    TooLarge,
 }
 
 impl Reason {
     /// Every reason, in the order validation checks them.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 14] = [
         Reason::MalformedPayload,
         Reason::UnknownStation,
         Reason::TopicMismatch,
@@ -49,6 +53,8 @@ impl Reason {
         Reason::UnitMismatch,
         Reason::NonFiniteValue,
         Reason::OutOfRange,
+        Reason::NotAuthorized,
+        Reason::TooLarge,
     ];
 
     pub const fn code(self) -> &'static str {
@@ -65,6 +71,8 @@ impl Reason {
             Reason::UnitMismatch => "unit_mismatch",
             Reason::NonFiniteValue => "non_finite_value",
             Reason::OutOfRange => "out_of_range",
+            Reason::NotAuthorized => "not_authorized",
+            Reason::TooLarge => "too_large",
         }
     }
 

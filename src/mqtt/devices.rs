@@ -154,6 +154,11 @@ impl Devices {
             .filter(|d| d.salt == device.salt && d.hash == device.hash)
     }
 
+    /// The device named `username` (its credentials already checked).
+    pub fn get(&self, username: &str) -> Option<&Device> {
+        self.devices.iter().find(|d| d.username == username)
+    }
+
     /// The device with these credentials, if they are right.
     pub fn authenticate(&self, username: &str, password: &str) -> Option<&Device> {
         self.devices
