@@ -469,3 +469,94 @@ async fn sigkill_in_the_middle_of_an_upload_flood_loses_no_file_that_got_its_226
     quantrac.kill().unwrap();
     let _ = quantrac.wait();
 }
+
+fn dir_site(label: &str) -> (Site, Config, PathBuf) {
+    let (site, _) = ftp_site(label);
+    let (c, root) = dir_config(&site);
+    (site, c, root)
+}
+
+/// A configuration watching `incoming/` in the site's directory (new ports each call).
+fn dir_config(site: &Site) -> (Config, PathBuf) {
+    let mut c = site.config();
+    let root = site.dir.path().join("incoming");
+    c.ingest_dir.enabled = true;
+    c.ingest_dir.path = root.clone();
+    c.ingest_dir.poll_interval = Duration::from_millis(50);
+    c.ingest_dir.settle = Duration::from_millis(100);
+    (c, root)
+}
+
+/// Waits (bounded) for `path` to exist: the watcher's moves are its only visible signal.
+async fn wait_exists(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_written_into_the_watched_directory_are_ingested_and_moved_to_done_or_rejected() {
+    let (_site, config, root) = dir_site("dir");
+    let s = Service::start(config).await;
+    let station_dir = root.join("DN");
+    std::fs::create_dir_all(&station_dir).unwrap();
+    let t = common::recent_minute(15);
+    let good = tt10(&station_dir, "DN_AMATA_WW01", t, 12.5);
+    let name = good.file_name().unwrap().to_owned();
+    let bad = station_dir.join("notes.txt");
+    std::fs::write(&bad, "COD\t1\tmg/L\t20260101000000\t00\n").unwrap();
+    let partial = station_dir.join("DN_AMATA_WW01_20260101000000.txt.part");
+    std::fs::write(&partial, "COD\t1").unwrap();
+
+    wait_exists(&root.join("done/DN").join(&name)).await;
+    wait_exists(&root.join("rejected/DN/notes.txt.reason")).await;
+    wait_exists(&root.join("rejected/DN/notes.txt")).await;
+    assert_eq!(count(&s.base, &s.http, ST, "COD", t, t + 60_000).await, 1);
+    let reason = std::fs::read_to_string(root.join("rejected/DN/notes.txt.reason")).unwrap();
+    assert!(reason.starts_with("file_name\n"), "{reason}");
+    assert!(!good.exists() && !bad.exists());
+    assert!(partial.exists(), "a name not ending in .txt is left alone");
+    s.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_left_in_processing_by_a_crash_is_finished_on_restart_and_stored_once() {
+    let (site, config, root) = dir_site("dir-crash");
+    let s = Service::start(config).await;
+    let t = common::recent_minute(25);
+    let first = tt10(&root, "DN_AMATA_WW01", t, 5.0);
+    let name = first.file_name().unwrap().to_owned();
+    wait_exists(&root.join("done").join(&name)).await;
+    s.running.stop().await;
+
+    // A crash after the store had the first file but before it left processing/, and one
+    // after the second file was taken but before it was ingested.
+    std::fs::rename(
+        root.join("done").join(&name),
+        root.join("processing").join(&name),
+    )
+    .unwrap();
+    let second = tt10(site.dir.path(), "DN_AMATA_WW01", t + 60_000, 6.0);
+    let second_name = second.file_name().unwrap().to_owned();
+    std::fs::rename(&second, root.join("processing").join(&second_name)).unwrap();
+
+    let s = Service::start(dir_config(&site).0).await;
+    wait_exists(&root.join("done").join(&name)).await;
+    wait_exists(&root.join("done").join(&second_name)).await;
+    assert_eq!(
+        count(&s.base, &s.http, ST, "COD", t, t + 120_000).await,
+        2,
+        "each file's reading once"
+    );
+    assert_eq!(
+        std::fs::read_dir(root.join("processing")).unwrap().count(),
+        0
+    );
+    s.running.stop().await;
+}
