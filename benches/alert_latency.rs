@@ -141,7 +141,7 @@ async fn run(rate: u64, duration: Duration) -> Outcome {
         while sent < due {
             // Distinct times a tenth of a millisecond apart would collide: one ms each.
             let ts = start_ms + sent as i64;
-            let value = if sent % 2 == 0 { 200.0 } else { 100.0 };
+            let value = if sent.is_multiple_of(2) { 200.0 } else { 100.0 };
             let record = Record {
                 station: STATION.into(),
                 ts_ms: ts,

@@ -1,10 +1,12 @@
 //! Wiring: builds every part from a [`Config`], starts them, and stops them in order.
 //!
 //! Start: registry and rules, store (live state and the alert engine restored from it),
-//! notifiers, API listener, the monitor (the alert engine's clock), then the way data comes
-//! in: quantrac's own device endpoint ([`crate::endpoint`]), or ingest from the configured
-//! external broker ([`crate::ingest`]). Stop ([`Running::stop`]): the data source first (it
-//! stops taking messages, acknowledges and announces what became durable), then the
+//! notifiers, API listener, the monitor (the alert engine's clock), then the ways data comes
+//! in: quantrac's own device endpoint ([`crate::endpoint`]) or ingest from the configured
+//! external broker ([`crate::ingest`]), and the FTP endpoint and watched directory if enabled
+//! ([`crate::ftp`]). Stop ([`Running::stop`]): the file sources first (no new upload; files in
+//! flight made durable and answered), then the MQTT source (it stops taking messages,
+//! acknowledges and announces what became durable), then the
 //! monitor (a last snapshot of rule state), then the notifiers (they send what is queued),
 //! then the store (commits what is queued), then the API. Each part takes its shutdown as a
 //! parameter (`CancellationToken`), so the order lives here and nowhere else.
@@ -66,6 +68,15 @@ pub enum Error {
     Security(#[from] crate::security::Error),
     #[error("api.tls: {0}")]
     Tls(#[from] crate::security::tls::TlsError),
+    #[error(transparent)]
+    Ftp(#[from] crate::ftp::Error),
+    #[error("{path} is in use by another quantrac (one data directory, one quantrac: a second one would bypass replay protection and overwrite values); stop it, or give this one another storage.path")]
+    DataDirInUse { path: String },
+    #[error("cannot lock the data directory {path}: {source}")]
+    DataDirLock {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot listen for the API on {addr}: {source}")]
     ApiListen {
         addr: SocketAddr,
@@ -90,6 +101,8 @@ pub struct Running {
     pub api_addr: SocketAddr,
     /// Where devices publish: quantrac's own endpoint, or the configured broker.
     pub broker: BrokerAddress,
+    /// Where the FTP endpoint listens, when enabled.
+    pub ftp_addr: Option<SocketAddr>,
     pub registry: SharedRegistry,
     config: Config,
     store: Arc<dyn Store>,
@@ -97,6 +110,8 @@ pub struct Running {
     /// quantrac's own device endpoint (when no external broker is configured); its device
     /// list reloads with the seeds.
     endpoint: Option<Arc<Endpoint>>,
+    /// The FTP endpoint and the watched directory, when enabled.
+    files: Files,
     security: SecurityDb,
     ingest_status: Arc<IngestStatus>,
     ingest_stop: CancellationToken,
@@ -109,6 +124,8 @@ pub struct Running {
     api_stop: CancellationToken,
     api: JoinHandle<std::io::Result<()>>,
     housekeeping: JoinHandle<()>,
+    /// Held until the process ends: one quantrac per data directory.
+    _data_lock: std::fs::File,
 }
 
 fn engine_config(config: &Config) -> EngineConfig {
@@ -161,6 +178,30 @@ fn start_notifiers(
     Ok((Notifier::new(a.stream_buffer, mqtt, routes, offset), tasks))
 }
 
+/// Takes an exclusive lock on `<dir>/quantrac.lock` for as long as the returned file is
+/// open (the OS releases it when the process ends, however it ends).
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, Error> {
+    let path = dir.join("quantrac.lock");
+    let failed = |source| Error::DataDirLock {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::DataDirInUse {
+            path: dir.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
+    }
+}
+
 /// Extra wiring for tests and tools.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -177,6 +218,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
 pub async fn start_with(config: Config, options: Options) -> Result<Running, Error> {
     // Install the recorder first, so that everything below is measured.
     let _ = crate::metrics::prometheus();
+    let data_lock = lock_data_dir(&config.storage.path)?;
     let registry = Registry::load(&config.registry.seeds)?;
     let book = RuleBook::load(&config.registry.seeds)?;
     tracing::info!(seeds = %config.registry.seeds.display(), "registry loaded: {}; {} declared alert rules", registry.summary(), book.rules.len());
@@ -260,6 +302,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         counters.clone(),
         sequences.clone(),
     ));
+    let files = start_files(&config, &pipeline, &store, &notifier, &registry, &counters).await?;
     let ingest_stop = CancellationToken::new();
     let (broker, endpoint, ingest) = match external {
         Some(address) => {
@@ -319,7 +362,13 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
             config.security.auth_failure_burst,
             config.security.auth_failure_window,
         )),
-        reload: reloader(&config, &registry, &monitor, endpoint.clone()),
+        reload: reloader(
+            &config,
+            &registry,
+            &monitor,
+            endpoint.clone(),
+            files.devices.clone(),
+        ),
     };
     let max_head = config.api.max_header_bytes;
     if let Some((listener, addr)) = metrics_listener {
@@ -353,11 +402,13 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     Ok(Running {
         api_addr,
         broker,
+        ftp_addr: files.ftp.as_ref().map(|f| f.addr),
         registry,
         config,
         store,
         monitor,
         endpoint,
+        files,
         security,
         ingest_status,
         ingest_stop,
@@ -369,6 +420,89 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         api_stop,
         api,
         housekeeping,
+        _data_lock: data_lock,
+    })
+}
+
+/// The Circular 10 file sources: the FTP endpoint and the watched directory.
+#[derive(Default)]
+struct Files {
+    ftp: Option<crate::ftp::FtpServer>,
+    watch: Option<(CancellationToken, JoinHandle<Result<(), crate::ftp::Error>>)>,
+    intake: Option<Arc<crate::ftp::Intake>>,
+    /// The FTP endpoint's device list (reloaded with the seeds).
+    devices: Option<crate::ftp::SharedDevices>,
+}
+
+impl Files {
+    fn is_running(&self) -> bool {
+        self.ftp.is_some() || self.watch.is_some()
+    }
+
+    /// No new session or file; files in flight made durable and answered.
+    async fn stop(self) -> Result<(), String> {
+        if let Some((stop, _)) = &self.watch {
+            stop.cancel();
+        }
+        if let Some(ftp) = self.ftp {
+            ftp.stop().await?;
+        }
+        if let Some(intake) = &self.intake {
+            intake.close().await;
+        }
+        if let Some((_, task)) = self.watch {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts the FTP endpoint and the watched directory, as configured.
+async fn start_files(
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    store: &Arc<dyn Store>,
+    notifier: &Arc<Notifier>,
+    registry: &SharedRegistry,
+    counters: &Arc<Counters>,
+) -> Result<Files, Error> {
+    if !config.ftp.enabled && !config.ingest_dir.enabled {
+        return Ok(Files::default());
+    }
+    let devices =
+        mqtt::devices::Devices::load(&config.registry.seeds).map_err(mqtt::Error::from)?;
+    let devices: crate::ftp::SharedDevices = Arc::new(ArcSwap::from_pointee(devices));
+    let intake = Arc::new(crate::ftp::Intake::new(
+        pipeline.clone(),
+        store.clone(),
+        notifier.clone(),
+        registry.clone(),
+        devices.clone(),
+        counters.clone(),
+        config.mqtt.topic_prefix.clone(),
+    ));
+    let ftp = match config.ftp.enabled {
+        true => Some(crate::ftp::server::start(&config.ftp, intake.clone()).await?),
+        false => None,
+    };
+    let watch = config.ingest_dir.enabled.then(|| {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(crate::ftp::watch::run(
+            config.ingest_dir.clone(),
+            intake.clone(),
+            stop.clone(),
+        ));
+        (stop, task)
+    });
+    Ok(Files {
+        ftp,
+        watch,
+        intake: Some(intake),
+        devices: config.ftp.enabled.then_some(devices),
     })
 }
 
@@ -386,21 +520,28 @@ fn reload(
     registry: &SharedRegistry,
     monitor: &Monitor,
     endpoint: Option<&Endpoint>,
+    ftp_devices: Option<&crate::ftp::SharedDevices>,
 ) -> Result<String, ReloadError> {
     let fresh = Arc::new(Registry::load(seeds)?);
     let book = RuleBook::load(seeds)?;
-    let devices = match endpoint {
-        Some(_) => Some(mqtt::devices::Devices::load(seeds)?),
-        None => None,
+    let devices = match (endpoint, ftp_devices) {
+        (None, None) => None,
+        _ => Some(mqtt::devices::Devices::load(seeds)?),
     };
     let mut summary = format!(
         "{}; {} declared alert rules",
         fresh.summary(),
         book.rules.len()
     );
-    if let (Some(endpoint), Some(devices)) = (endpoint, devices) {
+    if let Some(devices) = devices {
         summary.push_str(&format!("; {} devices", devices.len()));
-        endpoint.reload_devices(devices);
+        let devices = Arc::new(devices);
+        if let Some(endpoint) = endpoint {
+            endpoint.reload_devices(devices.clone());
+        }
+        if let Some(ftp) = ftp_devices {
+            ftp.store(devices);
+        }
     }
     registry.store(fresh.clone());
     monitor
@@ -415,12 +556,20 @@ fn reloader(
     registry: &SharedRegistry,
     monitor: &Arc<Monitor>,
     endpoint: Option<Arc<Endpoint>>,
+    ftp_devices: Option<crate::ftp::SharedDevices>,
 ) -> api::Reload {
     let seeds = config.registry.seeds.clone();
     let registry = registry.clone();
     let monitor = monitor.clone();
     Arc::new(move || {
-        reload(&seeds, &registry, &monitor, endpoint.as_deref()).map_err(|e| e.to_string())
+        reload(
+            &seeds,
+            &registry,
+            &monitor,
+            endpoint.as_deref(),
+            ftp_devices.as_ref(),
+        )
+        .map_err(|e| e.to_string())
     })
 }
 
@@ -541,6 +690,7 @@ impl Running {
             &self.registry,
             &self.monitor,
             self.endpoint.as_deref(),
+            self.files.devices.as_ref(),
         )
     }
 
@@ -559,6 +709,14 @@ impl Running {
     /// notifiers (send what is queued), the store (commit or spool what is queued), the API.
     pub async fn stop(self) -> Report {
         let mut s = Sequence::new(STEP_TIMEOUT);
+        if self.files.is_running() {
+            s.step(
+                "files",
+                "stopping the FTP endpoint and the watched directory (files in flight made durable)",
+                self.files.stop(),
+            )
+            .await;
+        }
         let ingest_stop = self.ingest_stop.clone();
         match (&self.endpoint, self.ingest) {
             (Some(endpoint), _) => {

@@ -67,6 +67,11 @@ pub async fn start(mut config: Config, options: Options) -> Result<Demo, Error> 
     // The simulated fleet connects without credentials: the demo's endpoint allows it, and
     // says so (a deployment gives each gateway its own in devices.toml).
     config.mqtt.endpoint.allow_anonymous = true;
+    // The Circular 10 FTP endpoint too, on a free loopback port unless configured.
+    if !config.ftp.enabled {
+        config.ftp.enabled = true;
+        config.ftp.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    }
     let fleet = Fleet::load(&config.registry.seeds)?;
     let running = app::start(config).await?;
     running.wait_ready().await;
@@ -183,6 +188,11 @@ pub async fn run(config: Config, options: Options) -> Result<(), Error> {
         "  MQTT:       {} (topics quantrac/v1/...; see docs/telemetry.md)",
         demo.running.broker
     );
+    if let Some(ftp) = demo.running.ftp_addr {
+        println!(
+            "  FTP:        ftp://{ftp}/ (Circular 10 files, logins from devices.toml: `quantrac device add`; see docs/telemetry.md)"
+        );
+    }
     println!("Press Ctrl-C to stop.");
     println!();
     let signalled = app::wait_for_stop_signal(&demo.running).await;

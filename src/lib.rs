@@ -1,8 +1,9 @@
 //! quantrac: the backend of a central environmental monitoring center.
 //!
 //! Station gateways at industrial-zone outfalls, stacks and ambient air stations publish
-//! telemetry over MQTT (to quantrac's own device endpoint, or through an external broker);
-//! quantrac validates it, stores it, and serves it to inspectors and
+//! telemetry over MQTT (to quantrac's own device endpoint, or through an external broker), and
+//! station data loggers upload Circular 10 files over FTP; quantrac validates it, stores it,
+//! and serves it to inspectors and
 //! analysts over an HTTP API. `../docs/` holds the contracts (`telemetry.md` for devices,
 //! `api.md` for clients, `alerts.md` for alert rules, `configuration.md` for operators).
 //!
@@ -16,6 +17,8 @@
 //! | [`api`] | HTTP API (axum): stations, readings, alerts, quarantine, health |
 //! | [`endpoint`] | quantrac's own MQTT device endpoint: PUBACK only once durable |
 //! | [`ingest`] | quantrac's subscription to an external broker (rumqttc) with end-to-end acks |
+//! | [`ftp`] | Circular 10 files: the FTP/FTPS upload endpoint and the watched directory |
+//! | [`handoff`] | one message to the store, durable before its source answers; alerts announced then |
 //! | [`monitor`] | the alert engine's clock, snapshots, acknowledgements; events durable before announced |
 //! | [`notify`] | alert notifications: MQTT alert topic, event stream, webhooks |
 //! | [`pipeline`] | one message in: decode, validate, evaluate alerts, fan out to store and live state |
@@ -35,11 +38,11 @@
 //! | [`shutdown`] | ordered, bounded shutdown steps and their report |
 //!
 //! # Guarantees
-//! A message's MQTT acknowledgement is released only after every reading in it is durably
-//! stored or durably rejected ([`endpoint`], [`ingest`], [`ack`], [`storage`]): with the
-//! device endpoint there is no broker memory in between that a crash could lose. Readings
-//! are identified by `(station, param, ts)` and stored once; every bounded queue applies
-//! backpressure instead of dropping.
+//! A message's MQTT acknowledgement (an FTP upload's 226) is released only after every
+//! reading in it is durably stored or durably rejected ([`endpoint`], [`ingest`], [`ftp`],
+//! [`ack`], [`storage`]): with the device endpoint there is no broker memory in between that
+//! a crash could lose. Readings are identified by `(station, param, ts)` and stored once;
+//! every bounded queue applies backpressure instead of dropping.
 
 pub mod ack;
 pub mod alerts;
@@ -48,6 +51,8 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod endpoint;
+pub mod ftp;
+pub mod handoff;
 pub mod ingest;
 pub mod live;
 pub mod logging;

@@ -82,6 +82,20 @@ pub const INGEST_HELD_MESSAGES: &str = "quantrac_ingest_held_messages";
 pub const INGEST_STALLED: &str = "quantrac_ingest_stalled";
 /// Acknowledgements withheld (data not durable, or the connection it came on is gone).
 pub const MQTT_ACKS_WITHHELD_TOTAL: &str = "quantrac_mqtt_acks_withheld_total";
+/// Circular 10 files stored (every reading durable), by `source` (`ftp`, `dir`).
+pub const FILES_ACCEPTED_TOTAL: &str = "quantrac_files_accepted_total";
+/// Circular 10 files refused, by `source` and `reason` (`file_name`, `unknown_station`,
+/// `not_authorized`, `too_large`, `unusable`, `not_durable`, `stopping`).
+pub const FILES_REFUSED_TOTAL: &str = "quantrac_files_refused_total";
+/// Bytes of Circular 10 files received, by `source`.
+pub const FILE_BYTES_TOTAL: &str = "quantrac_file_bytes_total";
+/// From a file fully received to its readings durable (the FTP 226 waits this long), in
+/// seconds, by `source`.
+pub const FILE_DURABLE_SECONDS: &str = "quantrac_file_durable_seconds";
+/// FTP sessions open now.
+pub const FTP_SESSIONS: &str = "quantrac_ftp_sessions";
+/// FTP logins refused (wrong user or password).
+pub const FTP_LOGINS_REFUSED_TOTAL: &str = "quantrac_ftp_logins_refused_total";
 
 /// API requests, by `route` (the route pattern, e.g. `/api/v1/stations/{id}`) and `status`.
 pub const API_REQUESTS_TOTAL: &str = "quantrac_api_requests_total";
@@ -122,6 +136,7 @@ pub const LABEL_SINK: &str = "sink";
 pub const LABEL_ROUTE: &str = "route";
 pub const LABEL_STATUS: &str = "status";
 pub const LABEL_REASON: &str = "reason";
+pub const LABEL_SOURCE: &str = "source";
 
 /// CPU seconds, resident and peak resident bytes of this process, from `/proc/self`
 /// (Linux; `None` elsewhere).

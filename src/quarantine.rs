@@ -32,14 +32,17 @@ pub enum Reason {
     UnitMismatch,
     NonFiniteValue,
     OutOfRange,
-    /// The message came on a topic quantrac does not take (kept with the topic). Last so
-    /// that the stored numbering of the others does not change.
+    /// The message came on a topic quantrac does not take (kept with the topic).
     UnknownTopic,
+    /// A device sent data for a station that is not one of its own (FTP uploads).
+    NotAuthorized,
+    /// A file larger than the configured bound (FTP uploads, the watched directory).
+    TooLarge,
 }
 
 impl Reason {
     /// Every reason, in the order validation checks them.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 15] = [
         Reason::MalformedPayload,
         Reason::UnknownStation,
         Reason::TopicMismatch,
@@ -53,6 +56,8 @@ impl Reason {
         Reason::NonFiniteValue,
         Reason::OutOfRange,
         Reason::UnknownTopic,
+        Reason::NotAuthorized,
+        Reason::TooLarge,
     ];
 
     pub const fn code(self) -> &'static str {
@@ -70,6 +75,8 @@ impl Reason {
             Reason::NonFiniteValue => "non_finite_value",
             Reason::OutOfRange => "out_of_range",
             Reason::UnknownTopic => "unknown_topic",
+            Reason::NotAuthorized => "not_authorized",
+            Reason::TooLarge => "too_large",
         }
     }
 

@@ -23,7 +23,8 @@ const WW: &str = "DN-AMATA-WW01";
 const OTHER: &str = "DN-AMATA-AQ01";
 const PASSWORD: &str = "s3cret-gw";
 
-/// A site whose endpoint knows one device, `gw-amata`, for DN-AMATA-WW01 only.
+/// A site whose endpoint knows one device, `gw-amata`, for DN-AMATA-WW01 only (and
+/// `gw-other`, same password, for DN-AMATA-AQ01).
 fn site_with_a_device(label: &str) -> Site {
     let mut site = Site::new(Broker::Embedded, label);
     let seeds = site.dir.path().join("seeds");
@@ -35,7 +36,7 @@ fn site_with_a_device(label: &str) -> Site {
     std::fs::write(
         seeds.join("devices.toml"),
         format!(
-            "[[device]]\nusername = \"gw-amata\"\npassword_hash = \"{hash}\"\nstations = [\"{WW}\"]\n"
+            "[[device]]\nusername = \"gw-amata\"\npassword_hash = \"{hash}\"\nstations = [\"{WW}\"]\n\n[[device]]\nusername = \"gw-other\"\npassword_hash = \"{hash}\"\nstations = [\"{OTHER}\"]\n"
         ),
     )
     .unwrap();
@@ -144,6 +145,10 @@ struct Raw {
 
 impl Raw {
     fn connect(svc: &Service, client_id: &str) -> Raw {
+        Raw::connect_as(svc, client_id, None)
+    }
+
+    fn connect_as(svc: &Service, client_id: &str, login: Option<(&str, &str)>) -> Raw {
         let stream = std::net::TcpStream::connect(("127.0.0.1", svc.running.broker.port)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -151,6 +156,9 @@ impl Raw {
         let mut raw = Raw { stream };
         let mut connect = v4::Connect::new(client_id);
         connect.keep_alive = 30;
+        if let Some((user, password)) = login {
+            connect.set_login(user, password);
+        }
         raw.send(v4::Packet::Connect(connect));
         match raw.next() {
             Some(v4::Packet::ConnAck(ack)) => assert_eq!(ack.code, v4::ConnectReturnCode::Success),
@@ -232,6 +240,23 @@ async fn a_second_connection_with_the_same_client_id_takes_the_session_over() {
         second.next(),
         Some(v4::Packet::PingResp),
         "the second goes on"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_device_using_the_same_client_id_cannot_cut_a_device_off() {
+    let site = site_with_a_device("no-hijack");
+    let svc = start_without_anonymous(&site).await;
+    let mut victim = Raw::connect_as(&svc, "gateway-7", Some(("gw-amata", PASSWORD)));
+    let mut intruder = Raw::connect_as(&svc, "gateway-7", Some(("gw-other", PASSWORD)));
+    victim.send(v4::Packet::PingReq);
+    assert_eq!(victim.next(), Some(v4::Packet::PingResp), "still connected");
+    intruder.send(v4::Packet::PingReq);
+    assert_eq!(
+        intruder.next(),
+        Some(v4::Packet::PingResp),
+        "a session of its own"
     );
     svc.stop().await;
 }

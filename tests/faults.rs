@@ -187,7 +187,7 @@ async fn shutdown_stops_the_device_endpoint_first_and_the_api_last_within_bounde
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_store_holds_back_acknowledgements_and_the_broker_keeps_the_rest() {
+async fn a_stalled_store_holds_back_acknowledgements_and_the_gateway_keeps_the_rest() {
     let site = Site::new(Broker::Embedded, "backpressure");
     let mut config = site.config();
     // The gateway sends at most 100 unacknowledged messages (its window), all held by the
@@ -206,12 +206,19 @@ async fn a_stalled_store_holds_back_acknowledgements_and_the_broker_keeps_the_re
     running.wait_ready().await;
     let mut opts = BrokerOptions::new(running.broker.to_string(), common::unique("gw"));
     opts.topic_prefix = Some(site.prefix.clone());
-    let gw = Publisher::connect(opts).await.unwrap();
+    let gw = std::sync::Arc::new(Publisher::connect(opts).await.unwrap());
     let t0 = t0();
     const N: u64 = 400;
-    publish(&gw, t0, 0..N).await;
-    gw.wait_acked().await.unwrap();
-    // For two seconds, what quantrac holds never exceeds the broker's window (100), and
+    // The gateway publishes as fast as it may: at most its window (100) unacknowledged.
+    let load = tokio::spawn({
+        let gw = gw.clone();
+        async move { publish(&gw, t0, 0..N).await }
+    });
+    while running.ingest().received() == 0 {
+        // Another task's progress: nothing to wait on but the count.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // For two seconds, what quantrac holds never exceeds the gateway's window (100), and
     // nothing is acknowledged.
     let bound = 100;
     let mut held = 0;
@@ -227,7 +234,7 @@ async fn a_stalled_store_holds_back_acknowledgements_and_the_broker_keeps_the_re
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(held > 0, "it did take what its queues hold");
-    assert!(running.ingest().received() < N, "the broker kept the rest");
+    assert!(running.ingest().received() < N, "the gateway kept the rest");
     let base = Api::of(&running);
     let (code, body) = readiness(&base.base).await;
     assert_eq!(code, 503, "a stuck ingest is not ready: {body}");
@@ -243,10 +250,15 @@ async fn a_stalled_store_holds_back_acknowledgements_and_the_broker_keeps_the_re
         .expect("everything flows once the store is back");
     let (code, body) = readiness(&base.base).await;
     assert_eq!(code, 200, "ready again once ingest moves: {body}");
+    load.await.unwrap();
+    gw.wait_acked().await.unwrap();
     assert_eq!(
         wait_stored(&base, t0, N as usize, Duration::from_secs(30)).await,
         N as usize
     );
+    let Ok(gw) = std::sync::Arc::try_unwrap(gw) else {
+        panic!("the load is over: nothing else holds the gateway");
+    };
     gw.disconnect().await.unwrap();
     running.stop().await;
 }
@@ -980,4 +992,24 @@ async fn sigkill_in_the_middle_of_a_flood_on_the_device_endpoint_loses_nothing_a
 async fn sigkill_in_the_middle_of_a_flood_on_the_device_endpoint_loses_nothing_acknowledged_mqtt_5()
 {
     sigkill_in_the_middle_of_a_paho_flood_loses_nothing_acknowledged("5").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_quantrac_on_the_same_data_directory_is_refused_with_a_clear_error() {
+    let site = Site::new(Broker::Embedded, "lock");
+    let first = site.start().await;
+    let mut config = site.config();
+    // Another endpoint port, the same data directory.
+    config.mqtt.endpoint.listen = quantrac::mqtt::free_local_addr().unwrap();
+    let Err(second) = quantrac::app::start(config.clone()).await else {
+        panic!("a second quantrac started on the same data directory");
+    };
+    let said = second.to_string();
+    assert!(said.contains("in use by another quantrac"), "{said}");
+    first.stop().await;
+    // Once the first one is gone, the directory is free again.
+    let again = quantrac::app::start(config)
+        .await
+        .expect("the lock is released");
+    again.stop().await;
 }

@@ -46,7 +46,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// A signing key given as hex (the registry's `signing_keys` form).
 pub fn key_from_hex(text: &str) -> Option<Vec<u8>> {
     let text = text.trim();
-    if text.len() % 2 != 0 || text.is_empty() {
+    if !text.len().is_multiple_of(2) || text.is_empty() {
         return None;
     }
     (0..text.len())

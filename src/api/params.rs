@@ -118,7 +118,7 @@ pub fn range(
 /// A duration for messages: whole days as "366 days", anything else as humantime writes it.
 fn describe(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs % 86_400 == 0 && d.subsec_nanos() == 0 {
+    if secs.is_multiple_of(86_400) && d.subsec_nanos() == 0 {
         format!("{} days", secs / 86_400)
     } else {
         humantime::format_duration(d).to_string()

@@ -186,6 +186,32 @@ impl Config {
                 }
             }
         }
+        let ftp = &self.ftp;
+        if let Some(tls) = &ftp.tls {
+            for (key, file) in [("ftp.tls.cert", &tls.cert), ("ftp.tls.key", &tls.key)] {
+                if !file.is_file() {
+                    return invalid(key, &format!("{} is not a file", file.display()));
+                }
+            }
+        }
+        if ftp.require_tls && ftp.tls.is_none() {
+            return invalid("ftp.require_tls", "needs [ftp.tls] (a certificate and key)");
+        }
+        if ftp.passive_port_first > ftp.passive_port_last || ftp.passive_port_first == 0 {
+            return invalid(
+                "ftp.passive_port_first",
+                "must be positive and at most ftp.passive_port_last",
+            );
+        }
+        if ftp.max_file_bytes == 0 || self.ingest_dir.max_file_bytes == 0 {
+            return invalid("ftp.max_file_bytes", "max_file_bytes must be positive");
+        }
+        if ftp.max_connections == 0 {
+            return invalid("ftp.max_connections", "must be positive");
+        }
+        if self.ingest_dir.poll_interval.is_zero() {
+            return invalid("ingest_dir.poll_interval", "must be positive");
+        }
         if self.security.auth_failure_burst == 0 || self.security.auth_failure_window.is_zero() {
             return invalid(
                 "security.auth_failure_burst",

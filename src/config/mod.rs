@@ -32,6 +32,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub security: SecurityConfig,
     pub log: LogConfig,
+    pub ftp: FtpConfig,
+    pub ingest_dir: IngestDirConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,6 +142,45 @@ pub struct EndpointConfig {
     /// An mqtts listener too.
     pub tls_listen: Option<SocketAddr>,
     pub tls: Option<TlsFiles>,
+}
+
+/// The Circular 10 file-transfer endpoint ([`crate::ftp`]): data loggers upload their `.txt`
+/// files over FTP or explicit FTPS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FtpConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Passive-mode data ports, an inclusive range.
+    pub passive_port_first: u16,
+    pub passive_port_last: u16,
+    /// Explicit FTPS (`AUTH TLS`) with these files.
+    pub tls: Option<TlsFiles>,
+    /// Refuse logins and transfers that did not switch to TLS first (needs `tls`).
+    pub require_tls: bool,
+    /// Largest accepted file; a larger one is refused (552) and quarantined.
+    pub max_file_bytes: usize,
+    /// Sessions open at once; more wait in the listen backlog (backpressure).
+    pub max_connections: usize,
+    /// A session idle this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+/// The watched directory ([`crate::ftp::watch`]): Circular 10 files dropped into a
+/// directory by another FTP server are ingested and moved to `done/` or `rejected/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestDirConfig {
+    pub enabled: bool,
+    pub path: PathBuf,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// A file is taken once its size and modification time have not changed for this long.
+    #[serde(with = "humantime_serde")]
+    pub settle: Duration,
+    /// Largest accepted file; a larger one is moved to `rejected/`.
+    pub max_file_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

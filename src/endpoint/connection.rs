@@ -1,7 +1,7 @@
 //! One device or subscriber connection, from CONNECT to close.
 //!
 //! ```text
-//!  socket ──read──▶ PUBLISH ──pipeline──▶ store.write ──▶ pending (in order, ≤ receive max)
+//!  socket ──read──▶ PUBLISH ──handoff (pipeline, store)──▶ pending (in order, ≤ receive max)
 //!                                                           │ durable
 //!  socket ◀──PUBACK / PUBREC (MQTT 5: with reason)──────────┘  + alert events announced
 //! ```
@@ -28,11 +28,10 @@ use tokio::time::Instant;
 use super::codec::{self, Close, Codec, Incoming, PubReason, QoS, Refusal as ConnRefusal};
 use super::peer::{self, Peer, Refusal};
 use super::Shared;
-use crate::ack::{self, DurableWait};
 use crate::alerts::AlertEvent;
+use crate::handoff::{self, Handoff};
 use crate::metrics as m;
 use crate::mqtt::devices::Devices;
-use crate::pipeline::Processed;
 use crate::quarantine::Reason;
 use crate::telemetry::{topic, Timestamp};
 
@@ -45,8 +44,7 @@ struct Pending {
     qos: QoS,
     pkid: u16,
     /// `None`: refused before the store (answered as soon as it is the oldest).
-    wait: Option<DurableWait>,
-    events: Vec<AlertEvent>,
+    wait: Option<Handoff>,
     reason: PubReason,
     detail: Option<String>,
 }
@@ -118,7 +116,10 @@ where
     } else {
         connect.client_id.clone()
     };
-    let registration = shared.sessions.register(&client_id);
+    // Client ids are namespaced by who logged in: a device can take over only its own
+    // sessions, never another device's (which would cut it off).
+    let session_key = format!("{}\u{0}{client_id}", peer.describe());
+    let registration = shared.sessions.register(&session_key);
     let session_present = !connect.clean_start && !matches!(peer, Peer::Inspector { .. });
     if codec
         .connack(
@@ -130,7 +131,7 @@ where
         .is_err()
         || stream.write_all(&out).await.is_err()
     {
-        shared.sessions.unregister(&client_id, registration.id);
+        shared.sessions.unregister(&session_key, registration.id);
         return;
     }
     out.clear();
@@ -155,7 +156,7 @@ where
     };
     let end = connection.run(&registration.taken_over).await;
     metrics::gauge!(m::MQTT_DEVICE_CONNECTIONS).decrement(1.0);
-    shared.sessions.unregister(&client_id, registration.id);
+    shared.sessions.unregister(&session_key, registration.id);
     match &end {
         End::Closed(refusal, detail) => {
             refusal.count();
@@ -254,14 +255,18 @@ async fn admit(
 /// A will goes through the pipeline as a message from the device would (it is, in effect,
 /// its last one); its alert events are announced once durable.
 async fn publish_will(shared: &Arc<Shared>, will: &codec::Will) {
-    let Processed { mut item, events } =
-        shared
-            .pipeline
-            .process(&will.topic, &will.payload, Timestamp::now());
-    let (done, wait) = ack::pair();
-    item.done = Some(done);
-    if shared.store.write(item).await.is_ok() && wait.wait().await {
-        shared.notifier.announce(&events);
+    let now = Timestamp::now();
+    let submitted = handoff::submit(
+        &shared.pipeline,
+        &*shared.store,
+        &will.topic,
+        &will.payload,
+        now,
+        None,
+    )
+    .await;
+    if let Ok(handoff) = submitted {
+        handoff.settle(&shared.notifier).await;
     }
 }
 
@@ -447,32 +452,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 qos: p.qos,
                 pkid: p.pkid,
                 wait: None,
-                events: Vec::new(),
                 reason: PubReason::NotAuthorized,
                 detail: Some(detail),
             });
             return None;
         }
-        let Processed { mut item, events } =
-            self.shared
-                .pipeline
-                .process(topic, &p.payload, Timestamp::now());
-        let (reason, detail) = outcome(&item);
-        let (done, wait) = ack::pair();
-        item.done = Some(done);
         if p.qos == QoS::AtMostOnce {
             metrics::counter!(m::MQTT_QOS0_TOTAL).increment(1);
         }
-        if self.shared.store.write(item).await.is_err() {
+        let shared = &self.shared;
+        let Ok(handoff) = handoff::submit(
+            &shared.pipeline,
+            &*shared.store,
+            topic,
+            &p.payload,
+            Timestamp::now(),
+            None,
+        )
+        .await
+        else {
             // The store is stopping: nothing acknowledged, the device sends it again.
             return Some(End::ShuttingDown);
-        }
+        };
         self.shared.status.note_received();
+        let (reason, detail) = outcome(&handoff);
         self.pending.push_back(Pending {
             qos: p.qos,
             pkid: p.pkid,
-            wait: Some(wait),
-            events,
+            wait: Some(handoff),
             reason,
             detail,
         });
@@ -578,7 +585,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             metrics::counter!(m::MQTT_ACKS_WITHHELD_TOTAL).increment(1);
             return Some(End::ShuttingDown);
         }
-        self.shared.notifier.announce(&p.events);
+        if let Some(handoff) = &p.wait {
+            handoff.announce(&self.shared.notifier);
+        }
         self.acknowledge(&p);
         self.settle_ready()
     }
@@ -609,7 +618,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let deadline = Instant::now() + limit;
         while let Some(front) = self.pending.front_mut() {
             let durable = match front.wait.as_mut() {
-                Some(wait) => match tokio::time::timeout_at(deadline, wait.wait_mut()).await {
+                Some(wait) => match tokio::time::timeout_at(deadline, wait.durable()).await {
                     Ok(durable) => Some(durable),
                     Err(_) => break,
                 },
@@ -654,22 +663,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 }
 
 /// The reason code and string a processed message is answered with.
-fn outcome(item: &crate::storage::WriteItem) -> (PubReason, Option<String>) {
-    let Some(rejected) = &item.rejected else {
+fn outcome(handoff: &Handoff) -> (PubReason, Option<String>) {
+    if handoff.rejected == 0 {
         return (PubReason::Success, None);
-    };
-    let first = rejected.rejections.first();
-    let code = first.map_or("rejected", |r| r.reason.code());
+    }
     let detail = format!(
-        "{} rejected ({code}{}), {} stored",
-        rejected.rejections.len(),
-        first.map(|r| format!(": {}", r.detail)).unwrap_or_default(),
-        item.readings.len()
+        "{} rejected ({}), {} stored",
+        handoff.rejected,
+        handoff.first_rejection.as_deref().unwrap_or("rejected"),
+        handoff.accepted
     );
-    if !item.readings.is_empty() {
+    if handoff.accepted > 0 {
         return (PubReason::Success, Some(detail));
     }
-    let reason = if first.is_some_and(|r| r.reason == Reason::UnknownTopic) {
+    let reason = if handoff.first_rejection_is(Reason::UnknownTopic) {
         PubReason::TopicNameInvalid
     } else {
         PubReason::PayloadFormatInvalid
@@ -680,7 +687,7 @@ fn outcome(item: &crate::storage::WriteItem) -> (PubReason, Option<String>) {
 /// The durability of the oldest pending message (only called when it has a wait).
 async fn front_durable(pending: &mut VecDeque<Pending>) -> bool {
     match pending.front_mut().and_then(|p| p.wait.as_mut()) {
-        Some(wait) => wait.wait_mut().await,
+        Some(wait) => wait.durable().await,
         None => std::future::pending().await,
     }
 }

@@ -176,8 +176,8 @@ impl Endpoint {
     }
 
     /// Swaps in a reloaded `devices.toml` (open connections check it at their next packet).
-    pub fn reload_devices(&self, devices: Devices) {
-        self.shared.devices.store(Arc::new(devices));
+    pub fn reload_devices(&self, devices: Arc<Devices>) {
+        self.shared.devices.store(devices);
     }
 }
 

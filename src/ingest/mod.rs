@@ -60,13 +60,12 @@ use rumqttc::{
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::ack::{self, DurableWait};
-use crate::alerts::AlertEvent;
 use crate::config::{BrokerAddress, MqttConfig};
+use crate::handoff::{self, Handoff};
 use crate::metrics as m;
 use crate::mqtt::{self, Session};
 use crate::notify::Notifier;
-use crate::pipeline::{Pipeline, Processed};
+use crate::pipeline::Pipeline;
 use crate::storage::Store;
 use crate::telemetry::{topic, Timestamp};
 
@@ -227,8 +226,7 @@ struct Inbound {
 struct Pending {
     publish: Publish,
     epoch: u64,
-    durable: DurableWait,
-    events: Vec<AlertEvent>,
+    handoff: Handoff,
 }
 
 /// Runs ingest until `shutdown`, then drains: messages already received are stored and
@@ -496,20 +494,27 @@ async fn work(
     pending: mpsc::Sender<Pending>,
 ) {
     while let Some(Inbound { publish, epoch }) = inbound.recv().await {
-        let (done, durable) = ack::pair();
-        let Processed { mut item, events } =
-            pipeline.process(&publish.topic, &publish.payload, Timestamp::now());
-        item.done = Some(done);
-        if let Err(e) = store.write(item).await {
-            tracing::error!(error = %e, "the store refused a write; the message stays unacknowledged");
-            break;
-        }
+        let submitted = handoff::submit(
+            &pipeline,
+            &*store,
+            &publish.topic,
+            &publish.payload,
+            Timestamp::now(),
+            None,
+        )
+        .await;
+        let handoff = match submitted {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "the store refused a write; the message stays unacknowledged");
+                break;
+            }
+        };
         if pending
             .send(Pending {
                 publish,
                 epoch,
-                durable,
-                events,
+                handoff,
             })
             .await
             .is_err()
@@ -529,12 +534,9 @@ async fn release(
     status: Arc<IngestStatus>,
 ) {
     while let Some(p) = pending.recv().await {
-        let durable = p.durable.wait().await;
+        // Stored: the alerts are real whatever happens to the acknowledgement.
+        let durable = p.handoff.settle(&notifier).await;
         status.note_settled();
-        if durable {
-            // Stored: the alerts are real whatever happens to the acknowledgement.
-            notifier.announce(&p.events);
-        }
         if !durable || p.epoch != epoch.load(Ordering::SeqCst) {
             metrics::counter!(m::MQTT_ACKS_WITHHELD_TOTAL).increment(1);
             continue;

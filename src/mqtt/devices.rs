@@ -164,6 +164,11 @@ impl Devices {
         })
     }
 
+    /// The device named `username` (its credentials already checked).
+    pub fn get(&self, username: &str) -> Option<&Device> {
+        self.devices.iter().find(|d| d.username == username)
+    }
+
     /// The device with these credentials, if they are right.
     pub fn authenticate(&self, username: &str, password: &str) -> Option<&Device> {
         self.devices

@@ -147,7 +147,7 @@ impl Window {
             _ => return None,
         };
         let words = (bytes.len() - 17) / 8;
-        if (bytes.len() - 17) % 8 != 0 || words > WORDS {
+        if !(bytes.len() - 17).is_multiple_of(8) || words > WORDS {
             return None;
         }
         let mut seen = [fill; WORDS];

@@ -211,7 +211,7 @@ pub async fn load(options: LoadOptions, fleet: &Fleet) -> Result<LoadReport, Err
             // Paced: message n is due n / rate seconds after the start.
             let due = started + Duration::from_secs_f64(messages as f64 / messages_per_s);
             tokio::time::sleep_until(due.into()).await;
-        } else if messages % check_every == 0 && published > options.max_backlog {
+        } else if messages.is_multiple_of(check_every) && published > options.max_backlog {
             // Closed loop: let quantrac's stored count catch up to within the backlog.
             loop {
                 let stored = quantrac
