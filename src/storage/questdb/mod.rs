@@ -18,6 +18,7 @@
 pub mod read;
 pub mod schema;
 pub mod sink;
+pub mod sql;
 
 use std::time::Duration;
 

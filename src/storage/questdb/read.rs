@@ -3,7 +3,8 @@
 //! width, a calendar offset, a row limit) or from the registry's parameter count.
 
 use chrono::{DateTime, NaiveDateTime};
-use tokio_postgres::types::ToSql;
+
+use super::sql::Args;
 
 use crate::storage::{
     AggregateQuery, Bucket, Error, LatestRow, RawQuery, ReadingPage, Result, SeriesBuckets,
@@ -57,14 +58,6 @@ fn status_of(code: &str) -> Result<Status> {
     Status::from_code(code).ok_or_else(|| query_error(format!("unexpected status `{code}`")))
 }
 
-/// `$first, $first+1, ...` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// A SAMPLE BY width from milliseconds: whole minutes or hours that divide a day.
 ///
 /// QuestDB floors calendar-aligned buckets from 1970-01-01 plus the WITH OFFSET, which is a
@@ -108,35 +101,29 @@ pub async fn readings(client: &tokio_postgres::Client, q: &RawQuery) -> Result<R
     }
     let from = naive(q.from);
     let to = naive(q.to);
-    let status = q.status.map(|s| s.code());
-    let mut args: Vec<&(dyn ToSql + Sync)> = vec![&q.station, &from, &to];
-    let n = q.params.len();
-    for p in &q.params {
-        args.push(p);
-    }
+    let status = q.status.map(|s| s.code().to_owned());
+    let after = q.after.as_ref().map(|(ts, p)| (naive(*ts), p.clone()));
+    let mut args = Args::new();
     let mut sql = format!(
         "SELECT ts, param, value, status FROM readings
-         WHERE station = $1 AND ts >= $2 AND ts < $3 AND param IN ({})",
-        placeholders(4, n)
+         WHERE station = {} AND ts >= {} AND ts < {} AND {}",
+        args.bind_varchar(&q.station),
+        args.bind(&from),
+        args.bind(&to),
+        args.in_list("param", &q.params),
     );
-    let mut next = 4 + n;
     if let Some(s) = &status {
-        sql.push_str(&format!(" AND status = ${next}"));
-        args.push(s);
-        next += 1;
+        sql.push_str(&format!(" AND status = {}", args.bind_varchar(s)));
     }
-    let after = q.after.as_ref().map(|(ts, p)| (naive(*ts), p.clone()));
     if let Some((ts, p)) = &after {
         // Each use of the cursor time is its own parameter: reusing one number twice is
         // not something QuestDB documents.
         sql.push_str(&format!(
-            " AND (ts > ${next} OR (ts = ${} AND param > ${}))",
-            next + 1,
-            next + 2
+            " AND (ts > {} OR (ts = {} AND param > {}))",
+            args.bind(ts),
+            args.bind(ts),
+            args.bind_varchar(p),
         ));
-        args.push(ts);
-        args.push(ts);
-        args.push(p);
     }
     // One row more than the page shows whether there is more. A number we format, not a
     // bind parameter: QuestDB's LIMIT takes both, but this keeps the statement simple.
@@ -144,7 +131,7 @@ pub async fn readings(client: &tokio_postgres::Client, q: &RawQuery) -> Result<R
         " ORDER BY ts, param LIMIT {}",
         q.limit.saturating_add(1)
     ));
-    let rows = client.query(&sql, &args).await.map_err(pg_error)?;
+    let rows = client.query(&sql, args.values()).await.map_err(pg_error)?;
     let mut readings = Vec::with_capacity(rows.len());
     for row in rows {
         let ts: NaiveDateTime = row.try_get(0).map_err(pg_error)?;
@@ -178,28 +165,26 @@ pub async fn aggregate(
     }
     let from = naive(q.from);
     let to = naive(q.to);
-    let status = q.status.map(|s| s.code());
-    let mut args: Vec<&(dyn ToSql + Sync)> = vec![&q.station, &from, &to];
-    let n = q.params.len();
-    for p in &q.params {
-        args.push(p);
-    }
+    let status = q.status.map(|s| s.code().to_owned());
+    let mut args = Args::new();
     let mut sql = format!(
         "SELECT ts, param, avg(value), min(value), max(value), count()
          FROM readings
-         WHERE station = $1 AND ts >= $2 AND ts < $3 AND param IN ({})",
-        placeholders(4, n)
+         WHERE station = {} AND ts >= {} AND ts < {} AND {}",
+        args.bind_varchar(&q.station),
+        args.bind(&from),
+        args.bind(&to),
+        args.in_list("param", &q.params),
     );
     if let Some(s) = &status {
-        sql.push_str(&format!(" AND status = ${}", 4 + n));
-        args.push(s);
+        sql.push_str(&format!(" AND status = {}", args.bind_varchar(s)));
     }
     sql.push_str(&format!(
         " SAMPLE BY {} ALIGN TO CALENDAR WITH OFFSET '{}' ORDER BY ts",
         sample_width(q.bucket_ms)?,
         calendar_offset(q.align_offset_ms)?
     ));
-    for row in client.query(&sql, &args).await.map_err(pg_error)? {
+    for row in client.query(&sql, args.values()).await.map_err(pg_error)? {
         let param: String = row.try_get(1).map_err(pg_error)?;
         let Some(series) = out.iter_mut().find(|s| s.param == param) else {
             continue;
@@ -330,7 +315,6 @@ mod tests {
             Some("03:30")
         );
         assert!(calendar_offset(1_000).is_err());
-        assert_eq!(placeholders(4, 3), "$4, $5, $6");
     }
 
     #[test]
