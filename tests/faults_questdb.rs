@@ -227,7 +227,7 @@ fn control() -> Option<PathBuf> {
 }
 
 fn run(script: &Path) {
-    let status = Command::new("sh").arg(script).status().unwrap();
+    let status = Command::new(script).status().unwrap();
     assert!(status.success(), "{} failed", script.display());
 }
 
