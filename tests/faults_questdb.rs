@@ -4,11 +4,14 @@
 //!   the test's own, then restarted: exactly the readings published are in QuestDB.
 //! - QuestDB itself is stopped under load and started again: the spool takes the writes
 //!   meanwhile, replays them, and QuestDB ends with every reading once.
+//! - The MQTT broker (a Mosquitto with persistence) is restarted in the middle of a load:
+//!   every reading is in QuestDB, once.
 //!
 //! Needs `QUANTRAC_TEST_QUESTDB_URL` (and `QUANTRAC_TEST_QUESTDB_PG`) and `mosquitto`
 //! installed. The outage test also needs `QUANTRAC_TEST_QUESTDB_CONTROL`: a directory
 //! with `stop.sh` and `start.sh` that stop and start that QuestDB (it stops the server that
-//! every QuestDB test uses: run it alone). `QUANTRAC_TEST_QUESTDB_OUTAGE` sets the outage
+//! every QuestDB test uses: the tests here run one at a time, and no other QuestDB suite
+//! should run beside this one). `QUANTRAC_TEST_QUESTDB_OUTAGE` sets the outage
 //! in seconds (60). Counts are read from QuestDB itself (`/exec`), not through quantrac.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -22,6 +25,10 @@ use firmware_sim::{BrokerOptions, Encoding, Publisher};
 use quantrac::config::QuestDbConfig;
 
 const ZONE: &str = "BN-VSIP";
+
+/// One test at a time: the outage test stops the QuestDB every test here writes to, and a
+/// test running beside it would see that outage as its own failure.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const ST: &str = "BN-VSIP-ST01";
 
 async fn publish(gw: &Publisher, t0: i64, range: std::ops::Range<u64>) {
@@ -73,7 +80,7 @@ async fn wait_rows(q: &QuestDbConfig, n: u64, within: Duration) -> (u64, u64) {
 /// a killed quantrac would lose them at the broker, not in quantrac).
 struct PrivateMosquitto {
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     child: Child,
 }
 
@@ -90,15 +97,25 @@ impl PrivateMosquitto {
             ),
         )
         .unwrap();
-        let child = Command::new("mosquitto")
+        let child = Self::spawn(&conf);
+        let m = PrivateMosquitto { port, dir, child };
+        m.wait_listening();
+        m
+    }
+
+    fn spawn(conf: &Path) -> Child {
+        Command::new("mosquitto")
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("mosquitto is installed (.ci/run installs it)");
+            .expect("mosquitto is installed (.ci/run installs it)")
+    }
+
+    fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "the private mosquitto did not start"
@@ -106,15 +123,23 @@ impl PrivateMosquitto {
             // A process we just spawned: nothing to wait on but its port.
             std::thread::sleep(Duration::from_millis(20));
         }
-        PrivateMosquitto {
-            port,
-            _dir: dir,
-            child,
-        }
     }
 
     fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it cleanly (SIGTERM: it saves its sessions) and starts it again.
+    fn restart(&mut self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.dir.path().join("mosquitto.conf"));
+        self.wait_listening();
     }
 }
 
@@ -161,6 +186,7 @@ async fn wait_ready(base: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_in_the_middle_of_a_load_then_restart_leaves_exactly_every_reading_in_questdb() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let Some(q) = common::questdb("kill") else {
         return;
     };
@@ -213,6 +239,45 @@ async fn sigkill_in_the_middle_of_a_load_then_restart_leaves_exactly_every_readi
     gw.disconnect().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_in_the_middle_of_a_load_loses_nothing_in_questdb() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(q) = common::questdb("brestart") else {
+        return;
+    };
+    let mut broker = PrivateMosquitto::start();
+    let site = common::Site::new(common::Broker::Embedded, "qbrestart");
+    let mut config = site.config();
+    config.mqtt.url = Some(broker.url());
+    config.storage.backend = quantrac::config::Backend::Questdb;
+    config.storage.questdb = q.clone();
+    let svc = common::Service::start(config).await;
+    let mut opts = BrokerOptions::new(broker.url(), common::unique("gw"));
+    opts.topic_prefix = Some(site.prefix.clone());
+    let gw = Publisher::connect(opts).await.unwrap();
+    let t0 = common::recent_minute(120);
+    const N: u64 = 1000;
+    publish(&gw, t0, 0..N / 2).await;
+    gw.wait_acked().await.unwrap();
+    broker.restart();
+    publish(&gw, t0, N / 2..N).await;
+    tokio::time::timeout(Duration::from_secs(60), gw.wait_acked())
+        .await
+        .unwrap()
+        .unwrap();
+    let (rows, distinct) = wait_rows(&q, N, Duration::from_secs(60)).await;
+    // Redelivered messages (QoS 1 after the restart) land too before the last count.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rows_after, distinct_after) = counts(&q).await.unwrap();
+    eprintln!(
+        "published {N} across a broker restart; in QuestDB: {rows} rows, {distinct} distinct; \
+         2 s later {rows_after} rows, {distinct_after} distinct"
+    );
+    assert_eq!((rows_after, distinct_after), (N, N));
+    gw.disconnect().await.unwrap();
+    svc.stop().await;
+}
+
 fn control() -> Option<PathBuf> {
     match std::env::var("QUANTRAC_TEST_QUESTDB_CONTROL") {
         Ok(dir) => Some(PathBuf::from(dir)),
@@ -233,6 +298,7 @@ fn run(script: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn questdb_stopped_under_load_then_started_again_loses_and_duplicates_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let Some(q) = common::questdb("outage") else {
         return;
     };
