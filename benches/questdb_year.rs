@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench questdb_year -- load    # writes the year over ILP/HTTP (once)
 //! cargo bench --bench questdb_year -- query   # p50/p95 of each query
+//! cargo bench --bench questdb_year -- ilp     # QuestDB's own ILP ceiling (see `ilp`)
 //! ```
 //! Settings from the environment: `QUANTRAC_BENCH_QUESTDB_URL` (`http://127.0.0.1:9000`),
 //! `QUANTRAC_BENCH_QUESTDB_PG` (`postgresql://admin:quest@127.0.0.1:8812/qdb`),
@@ -223,10 +224,41 @@ async fn query(setup: &Setup) {
         },
     )
     .await;
+    // "Latest" is served from quantrac's live cache, filled once at start from the store
+    // (app::restore_live): the fill is one LATEST ON query, a request is a map lookup.
+    let live = quantrac::live::Live::new();
     measure(
-        "latest of every series (LATEST ON; start-up only)",
+        "start-up fill of the live cache (LATEST ON, every series)",
         runs.min(10),
-        || async { store.latest().await.unwrap().len() },
+        || async {
+            let rows = store.latest().await.unwrap();
+            for row in &rows {
+                live.restore(
+                    row.station.as_str().into(),
+                    None,
+                    None,
+                    [quantrac::live::LatestValue {
+                        param: row.param.as_str().into(),
+                        ts: row.ts,
+                        value: row.value,
+                        status: row.status,
+                    }],
+                );
+            }
+            rows.len()
+        },
+    )
+    .await;
+    let ids: Vec<String> = (0..setup.stations).map(Setup::station).collect();
+    measure(
+        "latest of every station, from the live cache (per request)",
+        runs,
+        || async {
+            ids.iter()
+                .filter_map(|id| live.station(id))
+                .map(|s| s.latest.len())
+                .sum()
+        },
     )
     .await;
     let deep = start + 200 * DAY + 12 * 3_600_000;
@@ -248,11 +280,130 @@ async fn query(setup: &Setup) {
     store.close().await.unwrap();
 }
 
+/// QuestDB's own ILP ceiling for the rows `perf.py` sends through quantrac: one bare sender
+/// writes `QUANTRAC_BENCH_ILP_ROWS` rows (2,000,000) of `QUANTRAC_BENCH_ILP_STATIONS`
+/// (10,000) generated stations (`firmware-sim seeds` names) x 8 parameters, round-robin over
+/// the stations as the load tool publishes them, flushing every `QUANTRAC_BENCH_ILP_FLUSH`
+/// rows (10,000), into a fresh table created by quantrac's own DDL (dropped afterwards).
+/// Prints the rate until the last flush was acknowledged and until every row was visible to
+/// queries, as one JSON line (last line of stdout) for `perf.py`.
+fn ilp(setup: &Setup, runtime: &tokio::runtime::Runtime) {
+    let total: u64 = env("QUANTRAC_BENCH_ILP_ROWS", 2_000_000);
+    let stations: usize = env("QUANTRAC_BENCH_ILP_STATIONS", 10_000);
+    let flush_rows: usize = env("QUANTRAC_BENCH_ILP_FLUSH", 10_000);
+    let mut config = setup.config.clone();
+    config.table = format!("bench_ilp_{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    runtime.block_on(async {
+        let store = QuestDbStore::open(
+            &config,
+            SqliteConfig::in_dir(dir.path()),
+            Duration::from_secs(3650 * 86_400),
+            None,
+        )
+        .await
+        .expect("QuestDB answers");
+        store.close().await.unwrap();
+    });
+    let names: Vec<(String, String)> = (0..stations)
+        .map(|i| {
+            (
+                firmware_sim::fleet::generate::station_id(i),
+                format!("L{:02}", i % 10),
+            )
+        })
+        .collect();
+    let mut sender = sink::sender(&config).unwrap();
+    let mut buffer: Buffer = sender.new_buffer();
+    // Recent times, one record a second per station, as a live fleet sends them.
+    let rounds = total.div_ceil((stations * PARAMS.len()) as u64) as i64;
+    let start = Timestamp::now().as_millis() - rounds * 1000 - 60_000;
+    let began = Instant::now();
+    let mut rows: u64 = 0;
+    let mut flushes = Vec::new();
+    'fill: for round in 0.. {
+        let ts = TimestampMicros::new((start + round * 1000) * 1000);
+        for (station, zone) in &names {
+            for (p, param) in PARAMS.iter().enumerate() {
+                if rows == total {
+                    break 'fill;
+                }
+                buffer
+                    .table(config.table.as_str())
+                    .unwrap()
+                    .symbol("station", station.as_str())
+                    .unwrap()
+                    .symbol("zone", zone.as_str())
+                    .unwrap()
+                    .symbol("param", *param)
+                    .unwrap()
+                    .symbol("status", "00")
+                    .unwrap()
+                    .column_f64("value", (rows as f64 * 0.37 + p as f64).sin() * 40.0 + 50.0)
+                    .unwrap()
+                    .at(ts)
+                    .unwrap();
+                rows += 1;
+                if buffer.row_count() >= flush_rows {
+                    let t = Instant::now();
+                    sender.flush(&mut buffer).unwrap();
+                    flushes.push(t.elapsed());
+                }
+            }
+        }
+    }
+    if !buffer.is_empty() {
+        let t = Instant::now();
+        sender.flush(&mut buffer).unwrap();
+        flushes.push(t.elapsed());
+    }
+    let acked = began.elapsed().as_secs_f64();
+    // Visible: QuestDB applied its WAL and counts every row.
+    let (visible, counted) = runtime.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&config.pg, tokio_postgres::NoTls)
+            .await
+            .expect("QuestDB PG wire answers");
+        tokio::spawn(conn);
+        let sql = format!("SELECT count() FROM {}", config.table);
+        loop {
+            let n: i64 = client.query_one(&sql, &[]).await.unwrap().get(0);
+            if n as u64 >= rows || began.elapsed() > Duration::from_secs(600) {
+                let visible = began.elapsed().as_secs_f64();
+                client
+                    .batch_execute(&format!("DROP TABLE {}", config.table))
+                    .await
+                    .unwrap();
+                return (visible, n);
+            }
+            // Another process's WAL apply: nothing to wait on but its count.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    flushes.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "bare ILP sender: {rows} rows ({stations} stations x 8 params, flush every {flush_rows} \
+         rows) acknowledged in {acked:.2} s ({:.0} rows/s), visible in {visible:.2} s ({:.0} rows/s)",
+        rows as f64 / acked,
+        rows as f64 / visible
+    );
+    println!(
+        "{{\"rows\": {rows}, \"visible_rows\": {counted}, \"stations\": {stations}, \"flush_rows\": {flush_rows}, \
+         \"acked_seconds\": {acked:.3}, \"visible_seconds\": {visible:.3}, \
+         \"acked_per_second\": {:.0}, \"visible_per_second\": {:.0}, \
+         \"flush_p50_ms\": {:.2}, \"flush_p99_ms\": {:.2}}}",
+        rows as f64 / acked,
+        rows as f64 / visible,
+        ms(percentile(&flushes, 50)),
+        ms(percentile(&flushes, 99)),
+    );
+}
+
 fn main() {
     let setup = Setup::from_env();
     let mode = std::env::args()
         .skip(1)
-        .find(|a| a == "load" || a == "query");
+        .find(|a| a == "load" || a == "query" || a == "ilp");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -268,7 +419,8 @@ fn main() {
             load(&setup);
         }
         Some("query") => runtime.block_on(query(&setup)),
+        Some("ilp") => ilp(&setup, &runtime),
         // `cargo bench` runs every bench with `--bench`: nothing to do without a mode.
-        _ => eprintln!("questdb_year: pass `load` or `query` (see the file's doc)"),
+        _ => eprintln!("questdb_year: pass `load`, `query` or `ilp` (see the file's doc)"),
     }
 }

@@ -110,20 +110,25 @@ pub async fn readings(
     let mut args = Args::new();
     let mut sql = format!(
         "SELECT ts, param, value, status FROM {table}
-         WHERE station = {} AND ts >= {} AND ts < {} AND {}",
-        args.bind_varchar(&q.station),
+         WHERE {} AND ts >= {} AND ts < {} AND {}",
+        args.symbol_eq("station", &q.station),
         args.bind(&from),
         args.bind(&to),
         args.in_list("param", &q.params),
     );
     if let Some(s) = &status {
-        sql.push_str(&format!(" AND status = {}", args.bind_varchar(s)));
+        sql.push_str(&format!(" AND {}", args.symbol_eq("status", s)));
     }
     if let Some((ts, p)) = &after {
         // Each use of the cursor time is its own parameter: reusing one number twice is
-        // not something QuestDB documents.
+        // not something QuestDB documents. The plain `ts >= cursor` is redundant for the
+        // result but not for the plan: QuestDB derives the scanned interval only from
+        // conjunctions on `ts`, not from the OR, and without it a page deep in a year
+        // scanned the year from `from` (about 0.7 s on 210 M rows; 4 ms with it,
+        // benches/questdb_year.rs).
         sql.push_str(&format!(
-            " AND (ts > {} OR (ts = {} AND param > {}))",
+            " AND ts >= {} AND (ts > {} OR (ts = {} AND param > {}))",
+            args.bind(ts),
             args.bind(ts),
             args.bind(ts),
             args.bind_varchar(p),
@@ -178,14 +183,14 @@ pub async fn aggregate(
     let mut sql = format!(
         "SELECT ts, param, nsum(value) / count(), min(value), max(value), count()
          FROM {table}
-         WHERE station = {} AND ts >= {} AND ts < {} AND {}",
-        args.bind_varchar(&q.station),
+         WHERE {} AND ts >= {} AND ts < {} AND {}",
+        args.symbol_eq("station", &q.station),
         args.bind(&from),
         args.bind(&to),
         args.in_list("param", &q.params),
     );
     if let Some(s) = &status {
-        sql.push_str(&format!(" AND status = {}", args.bind_varchar(s)));
+        sql.push_str(&format!(" AND {}", args.symbol_eq("status", s)));
     }
     sql.push_str(&format!(
         " SAMPLE BY {} ALIGN TO CALENDAR WITH OFFSET '{}' ORDER BY ts",
