@@ -550,6 +550,7 @@ def write_questdb(args, r):
         f"all visible to queries {r['bare_ilp']['visible_seconds']:.2f} s after its start "
         f"({fmt(r['bare_ilp']['visible_per_second'])} rows/s); its flush p50 "
         f"{r['bare_ilp']['flush_p50_ms']:.1f} ms, p99 {r['bare_ilp']['flush_p99_ms']:.1f} ms.",
+        "Where the time goes: `docs/performance-notes.md`, *QuestDB ingest*.",
         "",
         "```json",
         json.dumps(r, indent=1),
