@@ -6,6 +6,8 @@ Usage (from the repository root; needs only cargo, python3 and mosquitto):
     python3 benches/perf.py                      # the full baseline, about 15 minutes
     python3 benches/perf.py --quick              # shorter runs, one encoding (a smoke test)
     python3 benches/perf.py --out /tmp/perf.md   # write elsewhere
+    python3 benches/perf.py --questdb http://127.0.0.1:9000 --questdb-only
+                                                 # only the QuestDB row (see run_questdb)
 
 What it does, on this machine, in one run:
 
@@ -46,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -386,6 +389,215 @@ def write(args, results, memory, prefill):
     print(f"wrote {args.out}", file=sys.stderr)
 
 
+# --- QuestDB (`--questdb URL`) -------------------------------------------------------------
+# Kept apart from the embedded-store rows above: its own functions, its own section of the
+# document (replaced in place between the markers below, the rest of the file left as is).
+
+QUESTDB_BEGIN = "<!-- perf.py --questdb: begin -->"
+QUESTDB_END = "<!-- perf.py --questdb: end -->"
+
+
+class QuestDbEnv:
+    """While active, every `quantrac serve` started by Quantrac() stores into QuestDB
+    (quantrac_env copies os.environ), in a table of this run's own."""
+
+    def __init__(self, http, pg, table):
+        self.vars = {
+            "QUANTRAC_STORAGE__BACKEND": "questdb",
+            "QUANTRAC_STORAGE__QUESTDB__HTTP": http,
+            "QUANTRAC_STORAGE__QUESTDB__PG": pg,
+            "QUANTRAC_STORAGE__QUESTDB__TABLE": table,
+        }
+
+    def __enter__(self):
+        os.environ.update(self.vars)
+
+    def __exit__(self, *exc):
+        for k in self.vars:
+            os.environ.pop(k, None)
+
+
+def questdb_sql(http, sql):
+    url = http.rstrip("/") + "/exec?" + urllib.parse.urlencode({"query": sql})
+    with urllib.request.urlopen(url, timeout=60) as r:
+        return json.load(r)
+
+
+def questdb_bare_ilp(args, rows, stations, table_prefix):
+    """QuestDB's own ILP ceiling: benches/questdb_year.rs `ilp` (a bare sender)."""
+    env = {
+        **os.environ,
+        "QUANTRAC_BENCH_QUESTDB_URL": args.questdb,
+        "QUANTRAC_BENCH_QUESTDB_PG": args.questdb_pg,
+        "QUANTRAC_BENCH_TABLE": table_prefix,
+        "QUANTRAC_BENCH_ILP_ROWS": str(rows),
+        "QUANTRAC_BENCH_ILP_STATIONS": str(stations),
+        "QUANTRAC_BENCH_ILP_FLUSH": str(args.questdb_flush),
+    }
+    result = subprocess.run(
+        ["cargo", "bench", "--locked", "--bench", "questdb_year", "--", "ilp"],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines or not lines[-1].startswith("{"):
+        raise RuntimeError(f"questdb_year ilp failed:\n{result.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def run_questdb(args):
+    """Stored rate through Mosquitto into QuestDB, against the broker's ceiling and QuestDB's
+    own ILP ceiling for the same rows, in one run."""
+    global QUANTRAC, SIM
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    QUANTRAC = os.path.join(target, "release", "quantrac")
+    SIM = os.path.join(target, "release", "firmware-sim")
+    work = tempfile.mkdtemp(prefix="quantrac-perf-questdb-")
+    print(f"questdb: working in {work}", file=sys.stderr)
+    subprocess.run(["cargo", "build", "--release", "--locked", "--workspace", "--bins"],
+                   cwd=ROOT, check=True)
+    subprocess.run(["cargo", "bench", "--locked", "--bench", "questdb_year", "--no-run"],
+                   cwd=ROOT, check=True)
+    seeds = os.path.join(work, "seeds")
+    subprocess.run([SIM, "seeds", "--out", seeds, "--stations", str(args.stations),
+                    "--params", str(args.params)], check=True)
+    encoding = args.questdb_encoding
+    table = f"perf_{int(time.time())}"
+    mosquitto = Mosquitto(work)
+    try:
+        print(f"questdb: mosquitto ceiling ({encoding})", file=sys.stderr)
+        top = sim("ceiling", "--broker", mosquitto.url, "--client-id", "perf-ceiling",
+                  *traffic(seeds, args, encoding, args.seconds))
+        print("questdb: quantrac through mosquitto into QuestDB", file=sys.stderr)
+        with QuestDbEnv(args.questdb, args.questdb_pg, table):
+            q = Quantrac(work, "questdb", seeds, mosquitto.url)
+            try:
+                peak = sim("load", "--broker", q.url, "--api", q.api, "--token", q.token,
+                           "--client-id", "perf-load", "--rate", "0",
+                           *traffic(seeds, args, encoding, args.seconds))
+                request = urllib.request.Request(
+                    q.api + "/metrics", headers={"Authorization": f"Bearer {q.token}"})
+                with urllib.request.urlopen(request, timeout=10) as m:
+                    metrics = m.read().decode()
+            finally:
+                q.close()
+        # Every row QuestDB holds (the ones stored before the load: none, a fresh table).
+        in_questdb = questdb_sql(args.questdb, f"SELECT count() FROM {table}")["dataset"][0][0]
+    finally:
+        mosquitto.close()
+    print("questdb: bare ILP sender, the same number of rows", file=sys.stderr)
+    bare = questdb_bare_ilp(args, peak["readings_stored"], args.stations, table)
+    try:
+        questdb_sql(args.questdb, f"DROP TABLE {table}")
+    except OSError as e:
+        print(f"questdb: could not drop {table}: {e}", file=sys.stderr)
+    writer = {line.split()[0]: line.split()[-1] for line in metrics.splitlines()
+              if line.startswith("quantrac_store") and not line.startswith("#")}
+    result = {"encoding": encoding, "ceiling": top, "max": peak, "bare_ilp": bare,
+              "rows_in_questdb": in_questdb, "store_metrics": writer}
+    write_questdb(args, result)
+    if args.keep:
+        print(f"kept {work} (logs)", file=sys.stderr)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def write_questdb(args, r):
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    broker = r["ceiling"]["readings_per_second"]
+    ilp = r["bare_ilp"]["acked_per_second"]
+    stored = r["max"]["stored_per_second"]
+    smaller = min(broker, ilp)
+    build = questdb_sql(args.questdb, "SELECT build()")["dataset"][0][0]
+    lines = [
+        QUESTDB_BEGIN,
+        "## QuestDB: stored rate against the broker's and QuestDB's ceilings",
+        "",
+        f"Generated by `python3 benches/perf.py --questdb {args.questdb} --questdb-only` on {now}.",
+        f"Machine: {machine()}. QuestDB: {build}, on the same machine (loopback).",
+        "",
+        f"Traffic: {args.stations} stations x {args.params} parameters, {r['encoding']}, one record",
+        f"per message, QoS 1, published for {args.seconds} s. quantrac runs with its defaults",
+        "except `storage.backend = \"questdb\"` (a fresh table; alerts, presence and rule state",
+        "in the local SQLite file with `sync = \"full\"`), on a private Mosquitto.",
+        "*Broker ceiling*: `firmware-sim ceiling` on that Mosquitto (delivered to a subscriber",
+        "that does nothing). *QuestDB ILP ceiling*: one bare ILP/HTTP sender",
+        "(`cargo bench --bench questdb_year -- ilp`) writing the same number of rows of the same",
+        f"stations and parameters, flushing every {r['bare_ilp']['flush_rows']:,} rows, rate until",
+        "the last request was acknowledged. *quantrac*: readings acknowledged by QuestDB per",
+        "second, by quantrac's own count (first publish to last reading stored).",
+        "",
+        "| broker ceiling (readings/s) | QuestDB ILP ceiling (rows/s) | quantrac into QuestDB (readings/s) | quantrac / smaller ceiling | complete | target (90%) |",
+        "|---:|---:|---:|---:|---|---|",
+        f"| {fmt(broker)} | {fmt(ilp)} | {fmt(stored)} | {stored / smaller:.0%} "
+        f"| {'yes' if r['max']['complete'] else 'NO'} | {'met' if stored >= 0.9 * smaller else 'not met'} |",
+        "",
+        f"Rows in QuestDB after quantrac's run: {r['rows_in_questdb']:,} "
+        f"({r['max']['readings_published']:,} readings published). The bare sender's rows were",
+        f"all visible to queries {r['bare_ilp']['visible_seconds']:.2f} s after its start "
+        f"({fmt(r['bare_ilp']['visible_per_second'])} rows/s); its flush p50 "
+        f"{r['bare_ilp']['flush_p50_ms']:.1f} ms, p99 {r['bare_ilp']['flush_p99_ms']:.1f} ms.",
+        "Where the time goes: `docs/performance-notes.md`, *QuestDB ingest*.",
+        "",
+        "```json",
+        json.dumps(r, indent=1),
+        "```",
+        QUESTDB_END,
+    ]
+    section = "\n".join(lines) + "\n"
+    try:
+        with open(args.out) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    if QUESTDB_BEGIN in text and QUESTDB_END in text:
+        head, rest = text.split(QUESTDB_BEGIN, 1)
+        tail = rest.split(QUESTDB_END, 1)[1].lstrip("\n")
+        text = head + section + ("\n" + tail if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(f"wrote the QuestDB section of {args.out}", file=sys.stderr)
+
+
+def questdb_sections(path):
+    """The QuestDB sections of the document (this row's, and the one written from
+    benches/questdb_year.rs between `<!-- questdb_year: begin/end -->`), kept across a
+    regeneration of the rest."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    kept = []
+    for begin, end in [("<!-- questdb_year: begin -->", "<!-- questdb_year: end -->"),
+                       (QUESTDB_BEGIN, QUESTDB_END)]:
+        if begin in text and end in text:
+            kept.append(begin + text.split(begin, 1)[1].split(end, 1)[0] + end)
+    return kept
+
+
+def restore_questdb_sections(path, kept):
+    with open(path) as f:
+        text = f.read()
+    missing = [k for k in kept if k.split("\n", 1)[0] not in text]
+    if missing:
+        with open(path, "w") as f:
+            f.write(text.rstrip("\n") + "\n\n" + "\n\n".join(missing) + "\n")
+
+
+def add_questdb_options(parser):
+    parser.add_argument("--questdb", metavar="URL",
+                        help="also measure quantrac on this QuestDB (ILP/HTTP address)")
+    parser.add_argument("--questdb-pg", default="postgresql://admin:quest@127.0.0.1:8812/qdb",
+                        help="that QuestDB's PostgreSQL-wire address")
+    parser.add_argument("--questdb-only", action="store_true",
+                        help="run only the QuestDB row (updates its section of --out)")
+    parser.add_argument("--questdb-encoding", default="json", choices=ENCODINGS)
+    parser.add_argument("--questdb-flush", type=int, default=10000,
+                        help="rows per request of the bare ILP sender")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stations", type=int, default=10000)
@@ -399,10 +611,16 @@ def main():
     parser.add_argument("--quick", action="store_true", help="json only, short runs")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "performance.md"))
+    add_questdb_options(parser)
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.steady, args.prefill = 2, 5, 5
-    run(args)
+    if not args.questdb_only:
+        kept = questdb_sections(args.out)
+        run(args)
+        restore_questdb_sections(args.out, kept)
+    if args.questdb:
+        run_questdb(args)
 
 
 if __name__ == "__main__":

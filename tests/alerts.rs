@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Broker, Service, Site};
+use common::{Broker, Service, Site, StoreKind};
 use firmware_sim::scenario::{Scenario, Step};
 use firmware_sim::{Encoding, Fleet, Publisher};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -289,9 +289,10 @@ async fn a_sustained_exceedance_opens_one_alert_seen_everywhere_and_resolves_onl
     site.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_early_warning_is_raised_before_the_limit_is_crossed() {
-    let site = Site::new(Broker::Embedded, "early");
+async fn an_early_warning_is_raised_before_the_limit_is_crossed(store: StoreKind) {
+    let Some(site) = Site::on(store, Broker::Embedded, "early") else {
+        return;
+    };
     let svc = site.start().await;
     let mut mqtt = MqttAlerts::subscribe(&svc).await;
     let gw = svc.publisher().await;
@@ -312,10 +313,12 @@ async fn an_early_warning_is_raised_before_the_limit_is_crossed() {
     svc.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_fault_reported_with_status_02_raises_an_alert_that_clears_when_measuring_resumes()
-{
-    let site = Site::new(Broker::Embedded, "fault");
+async fn a_device_fault_reported_with_status_02_raises_an_alert_that_clears_when_measuring_resumes(
+    store: StoreKind,
+) {
+    let Some(site) = Site::on(store, Broker::Embedded, "fault") else {
+        return;
+    };
     let svc = site.start().await;
     let mut mqtt = MqttAlerts::subscribe(&svc).await;
     let gw = svc.publisher().await;
@@ -358,9 +361,10 @@ async fn a_station_that_stops_sending_raises_no_data_on_the_clock_and_clears_whe
     site.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn open_alerts_survive_a_restart_and_are_not_announced_again() {
-    let site = Site::new(Broker::Embedded, "restart");
+async fn open_alerts_survive_a_restart_and_are_not_announced_again(store: StoreKind) {
+    let Some(site) = Site::on(store, Broker::Embedded, "restart") else {
+        return;
+    };
     let id = {
         let svc = site.start().await;
         let gw = svc.publisher().await;
@@ -465,3 +469,9 @@ async fn webhooks_receive_events_of_their_zone_and_failed_deliveries_are_listed(
     gw.disconnect().await.unwrap();
     svc.stop().await;
 }
+
+on_both_stores!(
+    an_early_warning_is_raised_before_the_limit_is_crossed,
+    a_device_fault_reported_with_status_02_raises_an_alert_that_clears_when_measuring_resumes,
+    open_alerts_survive_a_restart_and_are_not_announced_again,
+);

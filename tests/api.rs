@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ms, q, recent_minute, record, Broker, Service, Site};
+use common::{ms, q, recent_minute, record, Broker, Service, Site, StoreKind};
 use firmware_sim::{Encoding, Status};
 
 const ZONE: &str = "BN-VSIP";
@@ -35,9 +35,10 @@ async fn with_hourly_pm25(site: &Site, hours: i64, end: i64) -> Service {
     svc
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn raw_readings_page_through_the_api_with_cursors_without_gaps_or_repeats() {
-    let site = Site::new(Broker::Embedded, "paging");
+async fn raw_readings_page_through_the_api_with_cursors_without_gaps_or_repeats(store: StoreKind) {
+    let Some(site) = Site::on(store, Broker::Embedded, "paging") else {
+        return;
+    };
     let end = recent_minute(0);
     let svc = with_hourly_pm25(&site, 30, end).await;
     let mut url = format!(
@@ -77,9 +78,10 @@ async fn raw_readings_page_through_the_api_with_cursors_without_gaps_or_repeats(
     svc.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aggregates_bucket_on_vietnam_days_and_describe_valid_data_by_default() {
-    let site = Site::new(Broker::Embedded, "agg");
+async fn aggregates_bucket_on_vietnam_days_and_describe_valid_data_by_default(store: StoreKind) {
+    let Some(site) = Site::on(store, Broker::Embedded, "agg") else {
+        return;
+    };
     // End at a Vietnam midnight so that 48 hourly readings fill two local days exactly.
     let now = chrono::Utc::now().timestamp_millis();
     let day = 86_400_000;
@@ -284,9 +286,10 @@ async fn bad_requests_get_400_naming_the_parameter_and_unknown_things_404() {
     svc.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_readiness_and_metrics_report_the_broker_and_the_store() {
-    let site = Site::new(Broker::Embedded, "probes");
+async fn health_readiness_and_metrics_report_the_broker_and_the_store(store: StoreKind) {
+    let Some(site) = Site::on(store, Broker::Embedded, "probes") else {
+        return;
+    };
     let svc = site.start().await;
     assert_eq!(svc.ok("/healthz").await["status"], "ok");
     let ready = svc.ok("/readyz").await;
@@ -465,3 +468,9 @@ range = [0, 2000]
     assert_eq!(svc.get("/api/v1/stations/BN-VSIP-WW02").await.0, 200);
     svc.stop().await;
 }
+
+on_both_stores!(
+    raw_readings_page_through_the_api_with_cursors_without_gaps_or_repeats,
+    aggregates_bucket_on_vietnam_days_and_describe_valid_data_by_default,
+    health_readiness_and_metrics_report_the_broker_and_the_store,
+);

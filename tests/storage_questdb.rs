@@ -3,7 +3,7 @@
 //! Needs a QuestDB server: set `QUANTRAC_TEST_QUESTDB_URL` to its ILP/HTTP address (e.g.
 //! `http://127.0.0.1:9000`) and, if not the default `postgresql://admin:quest@127.0.0.1:8812/qdb`,
 //! `QUANTRAC_TEST_QUESTDB_PG`. Without them every test here says it is skipped and passes;
-//! the README shows how to run them with the official container.
+//! the README's QuestDB section shows how to run them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -39,9 +39,22 @@ impl Backend for QuestDb {
     }
 }
 
+/// One table per run of this binary (the checks use their own station ids within it), so
+/// that runs never see each other's rows.
+fn table() -> &'static str {
+    static TABLE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        format!("qtest_conformance_{secs}_{}", std::process::id())
+    })
+}
+
 fn backend() -> Option<QuestDb> {
     let Ok(http) = std::env::var("QUANTRAC_TEST_QUESTDB_URL") else {
-        eprintln!("skipped: set QUANTRAC_TEST_QUESTDB_URL (and QUANTRAC_TEST_QUESTDB_PG) to run the storage suite against QuestDB");
+        eprintln!("SKIPPED: set QUANTRAC_TEST_QUESTDB_URL (and QUANTRAC_TEST_QUESTDB_PG) to run the storage suite against QuestDB");
         return None;
     };
     let mut config = Config::builtin().storage.questdb;
@@ -49,6 +62,7 @@ fn backend() -> Option<QuestDb> {
     if let Ok(pg) = std::env::var("QUANTRAC_TEST_QUESTDB_PG") {
         config.pg = pg;
     }
+    config.table = table().to_owned();
     Some(QuestDb {
         config,
         dir: tempfile::tempdir().unwrap(),

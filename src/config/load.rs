@@ -80,6 +80,12 @@ impl Config {
                 return invalid("mqtt.ca_file", &format!("{} is not a file", ca.display()));
             }
         }
+        if !super::is_table_name(&self.storage.questdb.table) {
+            return invalid(
+                "storage.questdb.table",
+                "must be 1-127 letters, digits or '_', starting with a letter",
+            );
+        }
         if self.mqtt.client_id.is_empty() {
             return invalid(
                 "mqtt.client_id",

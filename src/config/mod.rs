@@ -214,6 +214,15 @@ pub struct StorageConfig {
     pub questdb: QuestDbConfig,
 }
 
+/// Whether `name` may be used as the QuestDB readings table: 1-127 ASCII letters, digits or
+/// `_`, starting with a letter. Table names cannot be bind parameters, so this is what makes
+/// writing one into SQL safe.
+pub fn is_table_name(name: &str) -> bool {
+    name.len() <= 127
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// The QuestDB backend (`storage.backend = "questdb"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -227,6 +236,9 @@ pub struct QuestDbConfig {
     pub ca_file: Option<PathBuf>,
     /// PostgreSQL wire protocol, for the schema and every query.
     pub pg: String,
+    /// The readings table: letters, digits and `_`, starting with a letter (it is written
+    /// into SQL, so it is checked at load).
+    pub table: String,
     pub pool_size: usize,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,

@@ -1,4 +1,4 @@
-//! TLS for quantrac's own listeners (the API, the embedded broker's `mqtts` port): rustls
+//! TLS for quantrac's own listeners (the API, the device endpoint's `mqtts` port): rustls
 //! with the ring provider, a PEM certificate chain and its private key.
 
 use std::path::Path;

@@ -59,6 +59,9 @@ pub enum Error {
     Spool(String),
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// The server cannot hold quantrac's data (too old, or a table without deduplication).
+    #[error("incompatible store: {0}")]
+    Incompatible(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

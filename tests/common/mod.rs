@@ -56,8 +56,52 @@ pub fn unique(label: &str) -> String {
     )
 }
 
+/// Which store a test's service runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The embedded SQLite store (always available).
+    Sqlite,
+    /// The QuestDB at `QUANTRAC_TEST_QUESTDB_URL`, in a table of the test's own.
+    QuestDb,
+}
+
+/// The QuestDB the tests may use, with a table unique to this run and `label`; `None`
+/// (saying so on stderr) when `QUANTRAC_TEST_QUESTDB_URL` is not set.
+pub fn questdb(label: &str) -> Option<quantrac::config::QuestDbConfig> {
+    let Ok(http) = std::env::var("QUANTRAC_TEST_QUESTDB_URL") else {
+        eprintln!(
+            "SKIPPED on QuestDB ({label}): set QUANTRAC_TEST_QUESTDB_URL (and \
+             QUANTRAC_TEST_QUESTDB_PG) to run it against a QuestDB server"
+        );
+        return None;
+    };
+    let mut config = Config::builtin().storage.questdb;
+    config.http = http;
+    if let Ok(pg) = std::env::var("QUANTRAC_TEST_QUESTDB_PG") {
+        config.pg = pg;
+    }
+    config.table = questdb_table(label);
+    Some(config)
+}
+
+/// A QuestDB table name unique to this run and call (`qtest_` + time, process, counter,
+/// label), so that runs and parallel tests never share readings.
+pub fn questdb_table(label: &str) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let label: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("qtest_{secs}_{}", unique(&label).replace('-', "_"))
+}
+
 /// Where a test's service keeps its data, and the names that isolate it.
 pub struct Site {
+    /// The QuestDB (and table) of this site, when it runs on QuestDB.
+    pub questdb: Option<quantrac::config::QuestDbConfig>,
     pub broker: Broker,
     pub dir: tempfile::TempDir,
     pub prefix: String,
@@ -76,6 +120,7 @@ impl Site {
             require_mosquitto();
         }
         Site {
+            questdb: None,
             broker,
             dir: tempfile::tempdir().unwrap(),
             prefix: unique(label),
@@ -83,6 +128,20 @@ impl Site {
             endpoint: quantrac::mqtt::free_local_addr().unwrap(),
             seeds: None,
         }
+    }
+
+    /// A site on `store`; `None` (skipped, said on stderr) for QuestDB when no server is
+    /// configured.
+    pub fn on(store: StoreKind, broker: Broker, label: &str) -> Option<Site> {
+        Site::new(broker, label).with_store(store, label)
+    }
+
+    /// This site on `store` (see [`Site::on`]).
+    pub fn with_store(mut self, store: StoreKind, label: &str) -> Option<Site> {
+        if store == StoreKind::QuestDb {
+            self.questdb = Some(questdb(label)?);
+        }
+        Some(self)
     }
 
     /// A site whose stations report every second (the shipped seeds otherwise), with the
@@ -124,6 +183,10 @@ impl Site {
         c.mqtt.client_id = format!("quantrac-{}", self.prefix);
         c.mqtt.reconnect_min = Duration::from_millis(100);
         c.mqtt.reconnect_max = Duration::from_secs(1);
+        if let Some(questdb) = &self.questdb {
+            c.storage.backend = quantrac::config::Backend::Questdb;
+            c.storage.questdb = questdb.clone();
+        }
         match (self.broker, &self.external_url) {
             (_, Some(url)) => c.mqtt.url = Some(url.clone()),
             (Broker::Mosquitto, None) => c.mqtt.url = Some(mosquitto_url()),
@@ -337,6 +400,30 @@ macro_rules! on_both_brokers {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     super::$scenario($crate::common::Broker::Mosquitto).await
+                }
+            )*
+        }
+    };
+}
+
+/// Expands a scenario `async fn name(store: StoreKind)` into one test per store: `sqlite::name`
+/// and `questdb::name` (which says it is skipped when no QuestDB is configured).
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::common::StoreKind::Sqlite).await
+                }
+            )*
+        }
+        mod questdb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::common::StoreKind::QuestDb).await
                 }
             )*
         }

@@ -1,7 +1,7 @@
 //! The production store: QuestDB.
 //!
 //! # Where data lives
-//! - **Readings** in QuestDB, table `readings` ([`schema`]): written over ILP/HTTP by the
+//! - **Readings** in QuestDB, table `storage.questdb.table` (`readings`; [`schema`]): written over ILP/HTTP by the
 //!   shared writer thread ([`sink`]), read over the PostgreSQL wire protocol ([`read`]).
 //! - **Alerts, quarantine, station presence and alert rule state** in the local SQLite
 //!   database of `storage.path` (the same schema as the embedded store). They are small and
@@ -18,6 +18,7 @@
 pub mod read;
 pub mod schema;
 pub mod sink;
+pub mod sql;
 
 use std::time::Duration;
 
@@ -42,6 +43,8 @@ pub struct QuestDbStore {
     writer: Writer,
     state: StateReader,
     pool: Pool,
+    /// The readings table (checked by [`crate::config::is_table_name`]).
+    table: String,
 }
 
 fn pg_error(e: impl std::error::Error + 'static) -> Error {
@@ -61,6 +64,12 @@ impl QuestDbStore {
         retention: Duration,
         faults: Option<&FaultSwitch>,
     ) -> Result<QuestDbStore> {
+        if !crate::config::is_table_name(&config.table) {
+            return Err(Error::Incompatible(format!(
+                "storage.questdb.table `{}` is not a plain table name",
+                config.table
+            )));
+        }
         let pg: tokio_postgres::Config =
             config.pg.parse().map_err(|e: tokio_postgres::Error| {
                 Error::Unavailable(format!("storage.questdb.pg: {}", read::error_chain(&e)))
@@ -83,7 +92,9 @@ impl QuestDbStore {
         };
         {
             let client = pool.get().await.map_err(pg_error)?;
-            schema::create(&client, ttl_days).await?;
+            let build = schema::check_version(&client).await?;
+            tracing::info!(%build, table = %config.table, "QuestDB server");
+            schema::create(&client, &config.table, ttl_days).await?;
         }
         let (state_sink, state) = SqliteStore::state_parts(&local)?;
         let mut sink: Box<dyn Sink> = Box::new(sink::QuestSink::new(config, state_sink)?);
@@ -95,6 +106,7 @@ impl QuestDbStore {
             writer,
             state,
             pool,
+            table: config.table.clone(),
         })
     }
 
@@ -122,7 +134,7 @@ impl Store for QuestDbStore {
         }
         let client = self.client().await?;
         let deadline = tokio::time::Instant::now() + APPLY_WAIT;
-        while !read::applied(&client).await? {
+        while !read::applied(&client, &self.table).await? {
             if tokio::time::Instant::now() > deadline {
                 return Err(Error::Unavailable(
                     "QuestDB did not apply its WAL in time".into(),
@@ -135,15 +147,15 @@ impl Store for QuestDbStore {
     }
 
     async fn readings(&self, query: RawQuery) -> Result<ReadingPage> {
-        read::readings(&*self.client().await?, &query).await
+        read::readings(&*self.client().await?, &self.table, &query).await
     }
 
     async fn aggregate(&self, query: AggregateQuery) -> Result<Vec<SeriesBuckets>> {
-        read::aggregate(&*self.client().await?, &query).await
+        read::aggregate(&*self.client().await?, &self.table, &query).await
     }
 
     async fn latest(&self) -> Result<Vec<LatestRow>> {
-        read::latest(&*self.client().await?).await
+        read::latest(&*self.client().await?, &self.table).await
     }
 
     async fn presence(&self) -> Result<Vec<PresenceRow>> {
@@ -175,7 +187,7 @@ impl Store for QuestDbStore {
     }
 
     async fn prune(&self, cutoff: Timestamp) -> Result<u64> {
-        read::drop_before(&*self.client().await?, cutoff).await?;
+        read::drop_before(&*self.client().await?, &self.table, cutoff).await?;
         // QuestDB reports dropped partitions, not rows.
         Ok(0)
     }

@@ -11,14 +11,14 @@ use crate::storage::{Error, Result};
 /// fails with an unexpected token. SYMBOL CAPACITY is a sizing hint (at least 2; more distinct
 /// values still fit) and CACHE keeps the symbol table in memory, which QuestDB allows up to a
 /// capacity far above these.
-pub fn readings_ddl(ttl_days: u64) -> String {
+pub fn readings_ddl(table: &str, ttl_days: u64) -> String {
     let ttl = if ttl_days > 0 {
         format!(" TTL {ttl_days} DAYS")
     } else {
         String::new()
     };
     format!(
-        "CREATE TABLE IF NOT EXISTS readings (
+        "CREATE TABLE IF NOT EXISTS {table} (
             ts TIMESTAMP,
             station SYMBOL CAPACITY 16384 CACHE,
             zone SYMBOL CAPACITY 1024 CACHE,
@@ -30,18 +30,90 @@ pub fn readings_ddl(ttl_days: u64) -> String {
     )
 }
 
+/// The oldest QuestDB quantrac runs on: ILP protocol version 2 (binary doubles, exact
+/// microsecond timestamps) came with 9.0, as did every clause of the table above (DEDUP from
+/// 7.3, TTL from 8.1).
+pub const MIN_VERSION: (u32, u32) = (9, 0);
+
+/// `(major, minor)` from QuestDB's `build()` text, e.g. "Build Information: questdb
+/// 9.2.4-SNAPSHOT, JDK 17.0.15, Commit Hash dea82b0...".
+pub fn parse_version(build: &str) -> Option<(u32, u32)> {
+    let rest = &build[build.find("questdb ")? + "questdb ".len()..];
+    let mut parts = rest.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+fn incompatible(problem: String) -> Error {
+    Error::Incompatible(format!(
+        "{problem}; quantrac needs QuestDB {}.{} or later (tested with 9.2.4), with \
+         WAL tables and DEDUP",
+        MIN_VERSION.0, MIN_VERSION.1
+    ))
+}
+
+/// Refuses a server older than [`MIN_VERSION`] (or one that does not say its version).
+pub async fn check_version(client: &tokio_postgres::Client) -> Result<String> {
+    let build: String = match client.query_one("SELECT build()", &[]).await {
+        Ok(row) => row
+            .try_get(0)
+            .map_err(|e| incompatible(format!("unreadable build(): {e}")))?,
+        Err(e) => {
+            return Err(incompatible(format!(
+                "the server does not answer `SELECT build()` ({})",
+                super::read::error_chain(&e)
+            )))
+        }
+    };
+    match parse_version(&build) {
+        Some(v) if v >= MIN_VERSION => Ok(build),
+        Some((major, minor)) => Err(incompatible(format!(
+            "the server is QuestDB {major}.{minor} (`{build}`)"
+        ))),
+        None => Err(incompatible(format!("unrecognised build() `{build}`"))),
+    }
+}
+
 /// Creates what is missing. Safe to run at every start. An existing table is left as it is
-/// (IF NOT EXISTS): a changed TTL is not applied to it.
-pub async fn create(client: &tokio_postgres::Client, ttl_days: u64) -> Result<()> {
+/// (IF NOT EXISTS): a changed TTL is not applied to it. A table that exists without what
+/// quantrac relies on (designated timestamp `ts`, WAL, DEDUP) is refused: with it the service
+/// would store duplicates or read stale data.
+pub async fn create(client: &tokio_postgres::Client, table: &str, ttl_days: u64) -> Result<()> {
     client
-        .batch_execute(&readings_ddl(ttl_days))
+        .batch_execute(&readings_ddl(table, ttl_days))
         .await
         .map_err(|e| {
             Error::Unavailable(format!(
                 "cannot create the QuestDB table: {}",
                 super::read::error_chain(&e)
             ))
-        })
+        })?;
+    let row = client
+        .query_opt(
+            "SELECT designatedTimestamp, walEnabled, dedup FROM tables() WHERE table_name = $1::varchar",
+            &[&table],
+        )
+        .await
+        .map_err(|e| {
+            Error::Unavailable(format!(
+                "cannot read the QuestDB table list: {}",
+                super::read::error_chain(&e)
+            ))
+        })?;
+    let Some(row) = row else {
+        return Err(incompatible(format!("table `{table}` was not created")));
+    };
+    let designated: Option<String> = row.try_get(0).ok();
+    let wal: bool = row.try_get(1).unwrap_or(false);
+    let dedup: bool = row.try_get(2).unwrap_or(false);
+    if designated.as_deref() != Some("ts") || !wal || !dedup {
+        return Err(incompatible(format!(
+            "table `{table}` exists without TIMESTAMP(ts), WAL and DEDUP UPSERT KEYS(ts, station, param) \
+             (designated timestamp {designated:?}, WAL {wal}, DEDUP {dedup}); drop or rename it"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -50,12 +122,24 @@ mod tests {
 
     #[test]
     fn the_table_is_deduplicated_on_the_reading_identity_and_partitioned_by_day() {
-        let ddl = readings_ddl(1830);
+        let ddl = readings_ddl("readings", 1830);
         assert!(ddl.contains("TIMESTAMP(ts) PARTITION BY DAY TTL 1830 DAYS WAL\n"));
         assert!(ddl.contains("DEDUP UPSERT KEYS(ts, station, param)"));
-        let plain = readings_ddl(0);
+        let plain = readings_ddl("readings", 0);
         assert!(!plain.contains("TTL"));
         assert!(plain.contains("TIMESTAMP(ts) PARTITION BY DAY WAL\n"));
         assert!(ddl.starts_with("CREATE TABLE IF NOT EXISTS readings ("));
+    }
+
+    #[test]
+    fn the_version_is_read_from_the_build_text() {
+        let build = "Build Information: questdb 9.2.4-SNAPSHOT, JDK 17.0.15, Commit Hash dea82b0";
+        assert_eq!(parse_version(build), Some((9, 2)));
+        assert_eq!(
+            parse_version("Build Information: questdb 8.3.1, JDK 17"),
+            Some((8, 3))
+        );
+        assert!(parse_version("PostgreSQL 12.3").is_none());
+        assert!(Some((8, 3)) < Some(MIN_VERSION));
     }
 }

@@ -115,7 +115,7 @@ impl QuestSink {
         let mut rows = 0;
         for r in items.iter().flat_map(|i| &i.readings) {
             self.buffer
-                .table("readings")?
+                .table(self.config.table.as_str())?
                 .symbol("station", &*r.station)?
                 .symbol("zone", &*r.zone)?
                 .symbol("param", &*r.param)?
