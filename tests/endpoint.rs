@@ -419,3 +419,87 @@ async fn an_inspector_follows_alerts_with_mosquitto_sub_and_an_api_token_as_pass
     gw.disconnect().await.unwrap();
     svc.stop().await;
 }
+
+/// One gateway of a storm: connects, publishes one record at QoS 1, waits for its PUBACK.
+async fn storm_gateway(port: u16, prefix: String, i: i64, t0: i64) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let mut out = BytesMut::new();
+    let mut connect = v4::Connect::new(format!("storm-{i}"));
+    connect.keep_alive = 30;
+    v4::Packet::Connect(connect)
+        .write(&mut out, usize::MAX)
+        .unwrap();
+    let record = serde_json::json!({"station": WW, "ts": t0 + i * 1000,
+        "readings": [{"param": "COD", "value": 50.0, "unit": "mg/L", "status": "00"}]})
+    .to_string();
+    let mut publish = v4::Publish::new(
+        format!("{prefix}/quantrac/v1/{ZONE}/{WW}/telemetry/json"),
+        rumqttc::QoS::AtLeastOnce,
+        record,
+    );
+    publish.pkid = 1;
+    v4::Packet::Publish(publish)
+        .write(&mut out, usize::MAX)
+        .unwrap();
+    if stream.write_all(&out).await.is_err() {
+        return false;
+    }
+    let mut buf = BytesMut::new();
+    loop {
+        while let Ok(packet) = v4::Packet::read(&mut buf, 1 << 20) {
+            if let v4::Packet::PubAck(ack) = packet {
+                return ack.pkid == 1;
+            }
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// 400 gateways connect and publish at the same instant (a reconnect storm after a network
+/// outage; 400 keeps the test within a default limit of 1,024 open files): every one gets
+/// its PUBACK, every record is stored, and the API answers throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_storm_is_served_whole_and_the_api_keeps_answering() {
+    let site = Site::new(Broker::Embedded, "storm");
+    let svc = site.start().await;
+    let port = svc.running.broker.port;
+    const N: i64 = 400;
+    let t0 = common::recent_minute(60);
+    let storm: Vec<_> = (0..N)
+        .map(|i| tokio::spawn(storm_gateway(port, site.prefix.clone(), i, t0)))
+        .collect();
+    let ready = svc.ok("/api/v1/stations").await;
+    assert!(
+        ready["stations"].is_array(),
+        "the API answers during the storm"
+    );
+    let mut acked = 0;
+    for gateway in storm {
+        if tokio::time::timeout(Duration::from_secs(60), gateway)
+            .await
+            .expect("every gateway is answered within a minute")
+            .unwrap()
+        {
+            acked += 1;
+        }
+    }
+    assert_eq!(acked, N, "every gateway got its PUBACK");
+    let page = svc
+        .ok(&format!(
+            "/api/v1/readings?station={WW}&param=COD&from={t0}&to={}&limit=1000",
+            t0 + N * 1000
+        ))
+        .await;
+    assert_eq!(
+        page["readings"].as_array().map_or(0, Vec::len),
+        N as usize,
+        "every acknowledged record is stored"
+    );
+    svc.stop().await;
+}

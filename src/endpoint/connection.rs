@@ -293,6 +293,10 @@ struct Connection<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn run(&mut self, taken_over: &tokio_util::sync::CancellationToken) -> End {
         let stop = self.shared.stop.clone();
+        // A client may send its first packets right behind CONNECT, in the same segment.
+        if let Some(end) = self.process_buffered().await {
+            return end;
+        }
         loop {
             if let Err(e) = self.flush().await {
                 return End::Lost(e.to_string());
