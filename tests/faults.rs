@@ -19,6 +19,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::processes::{terminate, wait_ready, PrivateMosquitto};
 use common::{record, Broker, Service, Site};
 use firmware_sim::{BrokerOptions, Encoding, Publisher};
 use quantrac::storage::faults::FaultSwitch;
@@ -263,84 +264,6 @@ async fn a_stalled_store_holds_back_acknowledgements_and_the_gateway_keeps_the_r
     running.stop().await;
 }
 
-/// A Mosquitto of the test's own, on a free port, with the production settings of
-/// docs/configuration.md, and persistence in a temporary directory.
-struct PrivateMosquitto {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl PrivateMosquitto {
-    fn start() -> PrivateMosquitto {
-        let dir = tempfile::tempdir().unwrap();
-        let port = quantrac::mqtt::free_local_addr().unwrap().port();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_inflight_messages 1000\nmax_queued_messages 0\nautosave_interval 1\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        let child = Self::spawn(&conf);
-        let mut m = PrivateMosquitto { port, dir, child };
-        m.wait_listening();
-        m
-    }
-
-    fn spawn(conf: &Path) -> Child {
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto is installed (.ci/run installs it)")
-    }
-
-    fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the private mosquitto did not start"
-            );
-            // A process we just spawned: nothing to wait on but its port.
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops it cleanly (SIGTERM: it saves its sessions) and starts it again.
-    fn restart(&mut self) {
-        terminate(&self.child);
-        let _ = self.child.wait();
-        self.child = Self::spawn(&self.dir.path().join("mosquitto.conf"));
-        self.wait_listening();
-    }
-}
-
-impl Drop for PrivateMosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn terminate(child: &Child) {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_in_the_middle_of_a_load_loses_nothing() {
     let broker = PrivateMosquitto::start();
@@ -474,20 +397,6 @@ fn spawn(mut command: Command) -> Served {
         text
     });
     Served { child, log }
-}
-
-async fn wait_ready(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "quantrac did not become ready");
-        // Another process: its readiness is only visible through its API.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

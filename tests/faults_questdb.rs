@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::processes::{wait_ready, PrivateMosquitto};
 use firmware_sim::{BrokerOptions, Encoding, Publisher};
 use quantrac::config::QuestDbConfig;
 
@@ -75,81 +76,6 @@ async fn wait_rows(q: &QuestDbConfig, n: u64, within: Duration) -> (u64, u64) {
     }
 }
 
-/// A Mosquitto of the test's own with the production settings of docs/configuration.md
-/// (the shared one keeps at most 1,000 messages for a disconnected session and drops the rest:
-/// a killed quantrac would lose them at the broker, not in quantrac).
-struct PrivateMosquitto {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl PrivateMosquitto {
-    fn start() -> PrivateMosquitto {
-        let dir = tempfile::tempdir().unwrap();
-        let port = quantrac::mqtt::free_local_addr().unwrap().port();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_inflight_messages 1000\nmax_queued_messages 0\nautosave_interval 1\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        let child = Self::spawn(&conf);
-        let m = PrivateMosquitto { port, dir, child };
-        m.wait_listening();
-        m
-    }
-
-    fn spawn(conf: &Path) -> Child {
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto is installed (.ci/run installs it)")
-    }
-
-    fn wait_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the private mosquitto did not start"
-            );
-            // A process we just spawned: nothing to wait on but its port.
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops it cleanly (SIGTERM: it saves its sessions) and starts it again.
-    fn restart(&mut self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let _ = self.child.wait();
-        self.child = Self::spawn(&self.dir.path().join("mosquitto.conf"));
-        self.wait_listening();
-    }
-}
-
-impl Drop for PrivateMosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(data: &Path, api: &str, broker: &str, prefix: &str, q: &QuestDbConfig) -> Child {
     Command::new(env!("CARGO_BIN_EXE_quantrac"))
         .arg("serve")
@@ -168,20 +94,6 @@ fn serve(data: &Path, api: &str, broker: &str, prefix: &str, q: &QuestDbConfig) 
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-async fn wait_ready(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "quantrac did not become ready");
-        // Another process: its readiness is only visible through its API.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

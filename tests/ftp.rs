@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{FixedOffset, TimeZone};
+use common::processes::wait_ready;
 use common::{Broker, Service, Site};
 use quantrac::config::Config;
 
@@ -354,20 +355,6 @@ fn serve(data: &Path, seeds: &Path, api: &str, ftp: &str, mqtt: &str) -> std::pr
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-async fn wait_ready(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "quantrac did not become ready");
-        // Another process: its readiness is only visible through its API.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

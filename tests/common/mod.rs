@@ -5,6 +5,8 @@
 //! tests run in parallel on one shared Mosquitto without seeing each other's messages.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod processes;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
