@@ -54,6 +54,11 @@ pub const STORE_ERRORS_TOTAL: &str = "quantrac_store_errors_total";
 pub const SPOOL_BYTES: &str = "quantrac_spool_bytes";
 /// Batches the full spool could not take (ingest stops acknowledging meanwhile).
 pub const SPOOL_FULL_TOTAL: &str = "quantrac_spool_full_total";
+/// Spool bytes skipped as unreadable, by `reason`: `torn_tail` (a crash during an append:
+/// never acknowledged) or `damaged` (corruption: acknowledged writes lost).
+pub const SPOOL_SKIPPED_BYTES_TOTAL: &str = "quantrac_spool_skipped_bytes_total";
+/// Unreadable spool regions skipped (each a run of bytes between intact records), by `reason`.
+pub const SPOOL_SKIPPED_REGIONS_TOTAL: &str = "quantrac_spool_skipped_regions_total";
 /// 1 while connected to the MQTT broker, else 0.
 pub const MQTT_CONNECTED: &str = "quantrac_mqtt_connected";
 /// Connection attempts after a loss.

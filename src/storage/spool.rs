@@ -24,9 +24,25 @@
 //! - **Bounded.** The file never grows beyond `max_bytes`; a batch that does not fit is not
 //!   accepted, and the writer stops taking writes until replay makes room, so the broker
 //!   keeps the data.
-//! - **Damage is skipped, never fatal.** At open, a torn tail (a crash mid-append) or a
-//!   corrupt record is detected by its length, magic or CRC, logged with its offset and size,
-//!   and skipped; the file is cut at a torn tail so appends continue cleanly.
+//! - **Damage is skipped, never fatal, and loses only what it covers.** At open every record
+//!   is checked (magic, a length within `MAX_RECORD` and the file, the CRC of the payload, and
+//!   a payload that decodes). Where one fails, the scan **resynchronises**: it searches forward
+//!   byte by byte for the next offset holding `QSP1` followed by a record that passes all of
+//!   these checks, and resumes there; the bytes in between are one damaged region. A false
+//!   resynchronisation would need the magic (32 bits) and the CRC-32 of an arbitrary length of
+//!   bytes (32 bits) to match by chance and the bytes to decode as a batch: about 2^-64 per
+//!   candidate offset, negligible even over a full spool.
+//! - **Torn tail versus damage.** An unreadable end that looks like the start of a record (a
+//!   prefix of the magic, or a plausible header whose payload runs past the end of the file)
+//!   is what a crash during an append leaves: that record was never acknowledged, so the file
+//!   is just cut there (WARN, counted with `reason="torn_tail"`). Anything else (a damaged
+//!   region anywhere, or an unreadable end that is no record start) means acknowledged writes
+//!   are lost: the intact records are written to a fresh `spool.log` (synced, then renamed
+//!   over it), the damaged file is kept as `spool.log.damaged-<UTC time>` for inspection, and
+//!   the skipped bytes and regions are counted (`quantrac_spool_skipped_bytes_total`,
+//!   `quantrac_spool_skipped_regions_total`, `reason="damaged"`) and logged at ERROR. New
+//!   writes thus never go behind damage, and a restart never meets the same damage again.
+//!   Damage that appears while quantrac runs is skipped the same way during replay.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -37,6 +53,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{PresenceUpdate, WriteItem};
 use crate::alerts::Alert;
+use crate::metrics as m;
 use crate::quarantine::Rejected;
 use crate::security::sequence::Window;
 use crate::telemetry::Reading;
@@ -133,6 +150,23 @@ struct Batch<T> {
     items: Vec<T>,
 }
 
+/// What was skipped as unreadable. `bytes` and `regions` count damage (a region is one
+/// contiguous run of bytes between intact records: acknowledged writes lost); `torn_bytes` is
+/// a torn last record (a crash during its append: never acknowledged, so nothing lost).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skipped {
+    pub bytes: u64,
+    pub regions: u64,
+    pub torn_bytes: u64,
+}
+
+impl Skipped {
+    fn add(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        self.regions += 1;
+    }
+}
+
 /// The spool file and the replay position.
 pub struct Spool {
     path: PathBuf,
@@ -142,6 +176,8 @@ pub struct Spool {
     /// Where replay continues.
     read: u64,
     max_bytes: u64,
+    /// Skipped since the last [`Spool::take_skipped`].
+    skipped: Skipped,
 }
 
 impl std::fmt::Debug for Spool {
@@ -160,8 +196,18 @@ pub struct Replay {
     pub next: u64,
 }
 
+const REASON_TORN: &str = "torn_tail";
+const REASON_DAMAGED: &str = "damaged";
+
+fn count_skipped(reason: &'static str, bytes: u64, regions: u64) {
+    metrics::counter!(m::SPOOL_SKIPPED_BYTES_TOTAL, m::LABEL_REASON => reason).increment(bytes);
+    metrics::counter!(m::SPOOL_SKIPPED_REGIONS_TOTAL, m::LABEL_REASON => reason).increment(regions);
+}
+
 impl Spool {
-    /// Opens (creating if needed) the spool in `dir`, checking every record.
+    /// Opens (creating if needed) the spool in `dir`, checking every record. A torn last
+    /// record is cut; any other damage moves the file aside (`spool.log.damaged-<time>`) and
+    /// the intact records go to a fresh `spool.log`.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, Error> {
         let path = dir.join(FILE);
         let io = |source| Error::Io {
@@ -177,23 +223,50 @@ impl Spool {
             .map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
-        let valid_end = check(&bytes, &path);
-        if (valid_end as usize) < bytes.len() {
-            tracing::warn!(path = %path.display(), offset = valid_end, dropped = bytes.len() as u64 - valid_end,
-                "spool: torn or corrupt tail skipped (a crash during an append?)");
-            file.set_len(valid_end).map_err(io)?;
-            file.sync_all().map_err(io)?;
+        let scan = scan(&bytes);
+        let mut skipped = Skipped::default();
+        let mut len = scan.records.iter().map(|&(_, n)| n as u64).sum::<u64>();
+        if let Some((offset, torn)) = scan.torn {
+            skipped.torn_bytes = torn as u64;
+            count_skipped(REASON_TORN, torn as u64, 1);
+            tracing::warn!(path = %path.display(), offset, bytes = torn,
+                "spool: a torn last record (a crash during an append?) is cut; it was never acknowledged");
         }
-        if valid_end > 0 {
-            tracing::warn!(path = %path.display(), bytes = valid_end,
+        if scan.damaged.is_empty() {
+            if scan.torn.is_some() {
+                file.set_len(len).map_err(io)?;
+                file.sync_all().map_err(io)?;
+            }
+        } else {
+            for &(_, n) in &scan.damaged {
+                skipped.add(n as u64);
+            }
+            count_skipped(REASON_DAMAGED, skipped.bytes, skipped.regions);
+            let aside = move_aside(dir, &path, &bytes, &scan.records)?;
+            let first = scan.damaged.first().map_or(0, |&(o, _)| o);
+            tracing::error!(path = %path.display(), moved_to = %aside.display(),
+                damaged_regions = skipped.regions, damaged_bytes = skipped.bytes, first_damage_at = first,
+                intact_records = scan.records.len(),
+                "SPOOL DAMAGED: the unreadable regions are skipped and their writes lost; every intact record is kept in a fresh spool and the damaged file is moved aside");
+            drop(file);
+            file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(io)?;
+            len = file.metadata().map_err(io)?.len();
+        }
+        if len > 0 {
+            tracing::warn!(path = %path.display(), bytes = len, records = scan.records.len(),
                 "spool: writes held while the store was unreachable will be replayed");
         }
         Ok(Spool {
             path,
             file,
-            len: valid_end,
+            len,
             read: 0,
             max_bytes,
+            skipped,
         })
     }
 
@@ -205,6 +278,11 @@ impl Spool {
     /// Bytes on disk.
     pub fn size(&self) -> u64 {
         self.len
+    }
+
+    /// What was skipped since the last call (at open or during replay), and resets it.
+    pub fn take_skipped(&mut self) -> Skipped {
+        std::mem::take(&mut self.skipped)
     }
 
     /// Appends `items` as one record and syncs it to disk.
@@ -254,7 +332,8 @@ impl Spool {
         Ok(())
     }
 
-    /// The next record to replay, if any (records that fail their checks are skipped).
+    /// The next record to replay, if any. Records were checked at open; damage that appeared
+    /// since is skipped up to the next intact record (counted and logged).
     pub fn peek(&mut self) -> Result<Option<Replay>, Error> {
         let io = |source| Error::Io {
             path: self.path.clone(),
@@ -263,25 +342,35 @@ impl Spool {
         while self.read < self.len {
             let mut header = [0u8; HEADER];
             self.file.seek(SeekFrom::Start(self.read)).map_err(io)?;
-            self.file.read_exact(&mut header).map_err(io)?;
-            let Some((len, crc)) = parse_header(&header) else {
-                // Records were checked at open and are written by us alone: damage since
-                // then is beyond repair. Skip the rest rather than loop on it.
-                tracing::error!(path = %self.path.display(), offset = self.read, lost = self.len - self.read,
-                    "spool: damaged record header; the rest of the spool is skipped");
-                self.read = self.len;
-                break;
-            };
-            let mut payload = vec![0u8; len];
-            self.file.read_exact(&mut payload).map_err(io)?;
-            let next = self.read + (HEADER + len) as u64;
-            match decode(&payload, crc) {
-                Some(items) => return Ok(Some(Replay { items, next })),
-                None => {
-                    tracing::error!(path = %self.path.display(), offset = self.read, "spool: unreadable record skipped");
-                    self.read = next;
+            let mut found = None;
+            if self.file.read_exact(&mut header).is_ok() {
+                if let Some((len, crc)) = parse_header(&header) {
+                    if self.read + (HEADER + len) as u64 <= self.len {
+                        let mut payload = vec![0u8; len];
+                        if self.file.read_exact(&mut payload).is_ok() {
+                            found = decode(&payload, crc)
+                                .map(|items| (items, self.read + (HEADER + len) as u64));
+                        }
+                    }
                 }
             }
+            if let Some((items, next)) = found {
+                return Ok(Some(Replay { items, next }));
+            }
+            // Damaged since open: resynchronise on the next intact record.
+            let mut rest = Vec::new();
+            self.file.seek(SeekFrom::Start(self.read)).map_err(io)?;
+            (&mut self.file)
+                .take(self.len - self.read)
+                .read_to_end(&mut rest)
+                .map_err(io)?;
+            let skip = next_record(&rest, 1).unwrap_or(rest.len()).max(1) as u64;
+            let skip = skip.min(self.len - self.read);
+            self.skipped.add(skip);
+            count_skipped(REASON_DAMAGED, skip, 1);
+            tracing::error!(path = %self.path.display(), offset = self.read, damaged_bytes = skip,
+                "SPOOL DAMAGED during replay: an unreadable region is skipped up to the next intact record; its writes are lost");
+            self.read += skip;
         }
         Ok(None)
     }
@@ -303,6 +392,50 @@ impl Spool {
         }
         Ok(())
     }
+}
+
+/// Keeps the damaged file as `spool.log.damaged-<time>` (a hard link, or a copy) and replaces
+/// `spool.log` by a fresh file of the intact `records` of `bytes`. Crash-safe: the fresh file
+/// is complete and synced before it atomically replaces the damaged one, which is only ever
+/// linked or copied, so a crash at any step leaves either file readable at the next open.
+fn move_aside(
+    dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+    records: &[(usize, usize)],
+) -> Result<PathBuf, Error> {
+    let io = |p: &Path| {
+        let p = p.to_owned();
+        move |source| Error::Io { path: p, source }
+    };
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let mut aside = dir.join(format!("{FILE}.damaged-{stamp}"));
+    let mut n = 1;
+    while aside.exists() {
+        aside = dir.join(format!("{FILE}.damaged-{stamp}-{n}"));
+        n += 1;
+    }
+    let fresh = dir.join(format!("{FILE}.fresh"));
+    {
+        let mut out = File::create(&fresh).map_err(io(&fresh))?;
+        for &(at, len) in records {
+            if let Some(record) = bytes.get(at..at + len) {
+                out.write_all(record).map_err(io(&fresh))?;
+            }
+        }
+        out.sync_all().map_err(io(&fresh))?;
+    }
+    if std::fs::hard_link(path, &aside).is_err() {
+        std::fs::write(&aside, bytes).map_err(io(&aside))?;
+        File::open(&aside)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&aside))?;
+    }
+    std::fs::rename(&fresh, path).map_err(io(path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok(aside)
 }
 
 fn parse_header(header: &[u8]) -> Option<(usize, u32)> {
@@ -336,45 +469,77 @@ fn decode(payload: &[u8], crc: u32) -> Option<Vec<WriteItem>> {
     Some(items.into_iter().map(WriteItem::from).collect())
 }
 
-/// The end of the last valid record of `bytes`. A damaged record in the middle is skipped by
-/// searching for the next record that checks out (logged); damage at the end is a torn tail.
-fn check(bytes: &[u8], path: &Path) -> u64 {
+/// The length (header included) of the intact record at `at` of `bytes`, if there is one:
+/// magic, a bounded length inside `bytes`, the CRC of the payload, and a payload that decodes.
+fn record_at(bytes: &[u8], at: usize) -> Option<usize> {
+    let (len, crc) = parse_header(bytes.get(at..at.checked_add(HEADER)?)?)?;
+    let payload = bytes.get(at + HEADER..(at + HEADER).checked_add(len)?)?;
+    decode(payload, crc).map(|_| HEADER + len)
+}
+
+/// The offset of the first intact record of `bytes` at or after `from`.
+fn next_record(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(found) = bytes
+        .get(i..)?
+        .windows(MAGIC.len())
+        .position(|w| w == MAGIC)
+    {
+        let at = i + found;
+        if record_at(bytes, at).is_some() {
+            return Some(at);
+        }
+        i = at + 1;
+    }
+    None
+}
+
+/// The tail from a failed record to the end is what a crash during an append leaves: the
+/// start of a record (a magic prefix, or a plausible header whose payload runs past the end).
+fn is_torn(rest: &[u8]) -> bool {
+    if rest.len() < HEADER {
+        return MAGIC.starts_with(rest.get(..rest.len().min(MAGIC.len())).unwrap_or(rest));
+    }
+    parse_header(rest).is_some_and(|(len, _)| HEADER + len > rest.len())
+}
+
+/// What [`scan`] found: intact records and unreadable regions, as (offset, length).
+#[derive(Debug, Default)]
+struct Scan {
+    records: Vec<(usize, usize)>,
+    damaged: Vec<(usize, usize)>,
+    torn: Option<(usize, usize)>,
+}
+
+/// Walks `bytes` record by record; where one fails its checks, resynchronises on the next
+/// intact record (the bytes in between are one damaged region). An unreadable end that looks
+/// like the start of a record is a torn tail; any other unreadable end is damage.
+fn scan(bytes: &[u8]) -> Scan {
+    let mut out = Scan::default();
     let mut at = 0usize;
-    let mut end = 0usize;
-    while at + HEADER <= bytes.len() {
-        let good = parse_header(&bytes[at..at + HEADER]).and_then(|(len, crc)| {
-            let payload = bytes.get(at + HEADER..at + HEADER + len)?;
-            decode(payload, crc).map(|_| len)
-        });
-        match good {
-            Some(len) => {
-                at += HEADER + len;
-                end = at;
+    while at < bytes.len() {
+        if let Some(len) = record_at(bytes, at) {
+            out.records.push((at, len));
+            at += len;
+            continue;
+        }
+        match next_record(bytes, at + 1) {
+            Some(next) => {
+                out.damaged.push((at, next - at));
+                at = next;
             }
             None => {
-                // Resynchronise on the next record that checks out, if any.
-                let resume = (at + 1..bytes.len().saturating_sub(HEADER - 1)).find(|&i| {
-                    bytes[i..].starts_with(&MAGIC)
-                        && parse_header(&bytes[i..i + HEADER])
-                            .and_then(|(len, crc)| {
-                                bytes
-                                    .get(i + HEADER..i + HEADER + len)
-                                    .and_then(|p| decode(p, crc))
-                            })
-                            .is_some()
-                });
-                match resume {
-                    Some(i) => {
-                        tracing::error!(path = %path.display(), offset = at, skipped = i - at,
-                            "spool: corrupt record skipped; the data in it is lost");
-                        at = i;
-                    }
-                    None => break,
+                let rest = bytes.get(at..).unwrap_or_default();
+                if is_torn(rest) {
+                    out.torn = Some((at, rest.len()));
+                } else {
+                    out.damaged.push((at, rest.len()));
                 }
+                break;
             }
         }
     }
-    end as u64
+    out
 }
 
 #[cfg(test)]
@@ -521,6 +686,146 @@ mod tests {
         assert!(s.is_empty());
         s.append(&[item(9.0)]).unwrap();
         assert_eq!(values(&mut s), [9.0]);
+    }
+
+    /// Appends `n` records of one item each, valued 0, 1, 2, ...
+    fn spool_with(dir: &Path, n: usize) {
+        let mut s = Spool::open(dir, 1 << 30).unwrap();
+        for v in 0..n {
+            s.append(&[item(v as f64)]).unwrap();
+        }
+    }
+
+    /// Overwrites `len` bytes at `offset` of the spool file with pseudo-random bytes.
+    fn damage(dir: &Path, offset: usize, len: usize) {
+        let path = dir.join(FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for b in &mut bytes[offset..offset + len] {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+    }
+
+    /// The first `len` bytes [`damage`] writes at an offset.
+    fn damaged_head(len: usize) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), vec![0u8; len]).unwrap();
+        damage(dir.path(), 0, len);
+        std::fs::read(dir.path().join(FILE)).unwrap()
+    }
+
+    fn damaged_files(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("spool.log.damaged-")
+            })
+            .collect()
+    }
+
+    /// Asserts `got` is 0..n without at most `lost` values, in order.
+    fn assert_all_but(got: &[f64], n: usize, lost: usize) {
+        assert!(
+            got.len() + lost >= n && got.len() < n,
+            "{} of {n} replayed",
+            got.len()
+        );
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order");
+        assert!(got.iter().all(|v| *v >= 0.0 && *v < n as f64));
+    }
+
+    #[test]
+    fn a_damaged_header_at_the_start_loses_only_the_records_it_overwrote() {
+        let dir = tempfile::tempdir().unwrap();
+        spool_with(dir.path(), 5_000);
+        damage(dir.path(), 0, 64);
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        let got = values(&mut s);
+        assert_all_but(&got, 5_000, 3);
+        assert_eq!(got.last(), Some(&4_999.0));
+        let skipped = s.take_skipped();
+        assert_eq!(skipped.regions, 1);
+        assert!(skipped.bytes >= 64, "{skipped:?}");
+        let aside = damaged_files(dir.path());
+        assert_eq!(aside.len(), 1, "the damaged file is kept aside");
+        assert_eq!(
+            &std::fs::read(&aside[0]).unwrap()[..64],
+            &damaged_head(64)[..]
+        );
+    }
+
+    #[test]
+    fn a_damaged_region_in_the_middle_is_skipped_and_every_intact_record_after_it_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        spool_with(dir.path(), 1_000);
+        let size = std::fs::metadata(dir.path().join(FILE)).unwrap().len() as usize;
+        damage(dir.path(), size / 2, 200);
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        let got = values(&mut s);
+        assert_all_but(&got, 1_000, 6);
+        assert_eq!(got.first(), Some(&0.0));
+        assert_eq!(got.last(), Some(&999.0));
+        assert_eq!(s.take_skipped().regions, 1);
+    }
+
+    #[test]
+    fn writes_spooled_after_a_damaged_file_go_to_a_fresh_file_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        spool_with(dir.path(), 100);
+        damage(dir.path(), 0, 64);
+        // A first run opens the damaged spool, replays nothing (store still down) and spools
+        // more; a restart must still find all of it.
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        for v in 100..1_100 {
+            s.append(&[item(f64::from(v))]).unwrap();
+        }
+        drop(s);
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        let got = values(&mut s);
+        assert_all_but(&got, 1_100, 3);
+        assert!(got.contains(&99.0));
+        assert_eq!(got.iter().filter(|v| **v >= 100.0).count(), 1_000);
+        assert_eq!(damaged_files(dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn damage_that_appears_while_running_is_skipped_up_to_the_next_intact_record() {
+        let dir = tempfile::tempdir().unwrap();
+        spool_with(dir.path(), 100);
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        damage(dir.path(), 0, 64);
+        let got = values(&mut s);
+        assert_all_but(&got, 100, 3);
+        assert_eq!(got.last(), Some(&99.0));
+        assert_eq!(s.take_skipped().regions, 1);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_without_moving_the_file_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        spool_with(dir.path(), 10);
+        let path = dir.path().join(FILE);
+        let full = std::fs::metadata(&path).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(full - 5).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert!(damaged_files(dir.path()).is_empty());
+        let skipped = s.take_skipped();
+        assert_eq!(
+            (skipped.regions, skipped.bytes),
+            (0, 0),
+            "a torn tail is no damage"
+        );
+        assert!(skipped.torn_bytes > 0, "but it is counted");
+        assert_eq!(values(&mut s), (0..9).map(f64::from).collect::<Vec<_>>());
     }
 
     #[test]

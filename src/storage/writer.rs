@@ -95,6 +95,7 @@ impl Writer {
             held: Vec::new(),
             replay_at: Instant::now(),
             replay_backoff: MIN_BACKOFF,
+            replayed: 0,
         };
         let thread = std::thread::Builder::new()
             .name(name.into())
@@ -174,6 +175,8 @@ struct Worker {
     held: Vec<WriteItem>,
     replay_at: Instant,
     replay_backoff: Duration,
+    /// Spool records replayed since the spool was last empty.
+    replayed: u64,
 }
 
 impl Worker {
@@ -359,6 +362,7 @@ impl Worker {
             };
             match self.sink.commit(&record.items) {
                 Ok(_) => {
+                    self.replayed += 1;
                     if let Err(e) = spool.advance(record.next) {
                         tracing::error!(error = %e, "cannot record spool progress; the record will be replayed again");
                     }
@@ -375,7 +379,27 @@ impl Worker {
         self.spool_bytes.store(spool.size(), Ordering::Relaxed);
         metrics::gauge!(m::SPOOL_BYTES).set(spool.size() as f64);
         if spool.is_empty() {
-            tracing::info!("the store is back: spooled writes replayed");
+            let skipped = spool.take_skipped();
+            let replayed = std::mem::take(&mut self.replayed);
+            if skipped.regions > 0 {
+                tracing::error!(
+                    records_replayed = replayed,
+                    damaged_regions = skipped.regions,
+                    damaged_bytes = skipped.bytes,
+                    "the store is back: spool replayed, but damaged regions of it were skipped and their writes lost"
+                );
+            } else if replayed > 0 {
+                tracing::info!(
+                    records_replayed = replayed,
+                    torn_bytes = skipped.torn_bytes,
+                    "the store is back: spooled writes replayed"
+                );
+            } else {
+                tracing::warn!(
+                    torn_bytes = skipped.torn_bytes,
+                    "the spool held no readable record; nothing was replayed"
+                );
+            }
         }
     }
 }
@@ -526,6 +550,56 @@ mod tests {
         assert!(wait.wait().await);
         w.close().await.unwrap();
         assert_eq!(*second.0.lock(), [1.0, 2.0, 3.0]);
+    }
+
+    #[tokio::test]
+    async fn a_spool_damaged_at_its_start_still_replays_every_intact_record_and_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Some((dir.path().to_owned(), 1 << 20));
+        let switch = FaultSwitch::new();
+        switch.set_failing(true);
+        let w = Writer::start(
+            "t",
+            switch.wrap(Box::new(Memory::default())),
+            config(spool.clone()),
+        )
+        .unwrap();
+        for v in 0..50 {
+            let (i, wait) = item(f64::from(v));
+            w.write(i).await.unwrap();
+            assert!(wait.wait().await);
+        }
+        w.close().await.unwrap();
+        let path = dir.path().join(spool::FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[..64].fill(0xa5);
+        std::fs::write(&path, &bytes).unwrap();
+
+        // A second outage: the run spools more, then stops before the store returns.
+        let w = Writer::start(
+            "t",
+            switch.wrap(Box::new(Memory::default())),
+            config(spool.clone()),
+        )
+        .unwrap();
+        for v in 50..60 {
+            let (i, wait) = item(f64::from(v));
+            w.write(i).await.unwrap();
+            assert!(wait.wait().await);
+        }
+        w.close().await.unwrap();
+
+        let memory = Memory::default();
+        let w = Writer::start("t", Box::new(memory.clone()), config(spool)).unwrap();
+        w.flush().await.unwrap();
+        w.close().await.unwrap();
+        let got = memory.0.lock().clone();
+        assert!(got.len() >= 47 && got.len() < 60, "{} replayed", got.len());
+        assert!(got.windows(2).all(|p| p[0] < p[1]), "in order: {got:?}");
+        assert_eq!(
+            got[got.len() - 11..],
+            (49..60).map(f64::from).collect::<Vec<_>>()[..]
+        );
     }
 
     #[tokio::test]
