@@ -36,6 +36,7 @@
 //! | [`metrics`] | metric names |
 //! | [`logging`] | `tracing` setup: human or JSON lines on stderr, never blocking the pipeline |
 //! | [`shutdown`] | ordered, bounded shutdown steps and their report |
+//! | [`text`] | untrusted text made safe for log lines and terminals |
 //!
 //! # Guarantees
 //! A message's MQTT acknowledgement (an FTP upload's 226) is released only after every
@@ -67,4 +68,5 @@ pub mod security;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod text;
 pub mod validate;

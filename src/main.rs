@@ -285,13 +285,19 @@ fn token(config: Option<&Path>, action: TokenAction) -> anyhow::Result<()> {
                     time(t.expires_at),
                     time(t.last_used_at),
                     time(t.revoked_at),
-                    t.name
+                    // Names are checked since; older ones may hold control characters.
+                    quantrac::text::escape(&t.name)
                 );
             }
         }
         TokenAction::Revoke { id } => {
             let info = db.revoke_token(&id, &actor, None)?;
-            println!("revoked {} token {} `{}`", info.role, info.id, info.name);
+            println!(
+                "revoked {} token {} `{}`",
+                info.role,
+                info.id,
+                quantrac::text::escape(&info.name)
+            );
         }
     }
     Ok(())

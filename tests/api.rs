@@ -474,3 +474,45 @@ on_both_stores!(
     aggregates_bucket_on_vietnam_days_and_describe_valid_data_by_default,
     health_readiness_and_metrics_report_the_broker_and_the_store,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_query_values_are_refused_with_400_naming_the_parameter() {
+    let site = Site::new(Broker::Embedded, "empty");
+    let svc = site.start().await;
+    for (path, parameter) in [
+        ("/api/v1/readings?station=DN-AMATA-WW01&from=", "from"),
+        ("/api/v1/alerts?to=", "to"),
+        ("/api/v1/alerts?state=open&station=", "station"),
+        ("/api/v1/quarantine?limit=", "limit"),
+    ] {
+        let (status, body) = svc.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "bad_parameter", "{path}: {body}");
+        assert_eq!(body["error"]["parameter"], parameter, "{path}: {body}");
+    }
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_outside_the_years_1970_to_9999_are_refused_with_400() {
+    let site = Site::new(Broker::Embedded, "absurd");
+    let svc = site.start().await;
+    for (path, parameter) in [
+        ("/api/v1/alerts?to=9223372036854775807", "to"),
+        ("/api/v1/alerts?from=-9223372036854775808", "from"),
+        ("/api/v1/alerts?from=%2B10000-01-02", "from"),
+        (
+            "/api/v1/readings?station=DN-AMATA-WW01&from=9223372036854775000&to=9223372036854775807",
+            "to",
+        ),
+    ] {
+        let (status, body) = svc.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["parameter"], parameter, "{path}: {body}");
+    }
+    let (status, body) = svc
+        .get("/api/v1/alerts?from=0&to=9999-12-31T23:59:59Z")
+        .await;
+    assert_eq!(status, 200, "the whole allowed span: {body}");
+    svc.stop().await;
+}

@@ -771,3 +771,304 @@ async fn devices_can_publish_over_mqtts_on_the_device_endpoint() {
     svc.wait_processed(1).await;
     svc.stop().await;
 }
+
+/// POSTs `body` (raw JSON text) to `path` with the admin token: status and JSON body.
+async fn post_raw(svc: &Service, path: &str, body: &str) -> (u16, Value) {
+    let response = svc
+        .http
+        .post(format!("{}{path}", svc.base))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn token_names_and_ack_notes_with_control_characters_are_refused_with_400() {
+    let site = Site::new(Broker::Embedded, "ctrl");
+    let svc = site.start().await;
+    let forged = "ops\n2026-11-30T00:00:00Z  INFO quantrac: forged \u{1b}[2J";
+    let (status, body) = post_raw(
+        &svc,
+        "/api/v1/tokens",
+        &json!({"name": forged, "role": "viewer"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "control_characters", "{body}");
+    // The body is checked before the alert is looked up: no alert is needed.
+    for ack in [
+        json!({"note": forged}),
+        json!({"by": "Nguyen\rVan A", "note": "ok"}),
+        json!({"note": "right to left \u{202e}evil"}),
+    ] {
+        let (status, body) = post_raw(&svc, "/api/v1/alerts/999999/ack", &ack.to_string()).await;
+        assert_eq!(status, 400, "{ack}: {body}");
+        assert_eq!(body["error"]["code"], "control_characters", "{body}");
+    }
+    let (status, body) = post_raw(
+        &svc,
+        "/api/v1/alerts/999999/ack",
+        &json!({"note": "team on the way, ETA 20'"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 404, "a clean note passes the check: {body}");
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn json_arrays_and_scalars_are_refused_where_an_object_is_expected() {
+    let site = Site::new(Broker::Embedded, "objects");
+    let svc = site.start().await;
+    let before = svc.ok("/api/v1/tokens").await["tokens"]
+        .as_array()
+        .unwrap()
+        .len();
+    for (path, body) in [
+        ("/api/v1/tokens", r#"["b","viewer"]"#),
+        ("/api/v1/tokens", "[]"),
+        ("/api/v1/tokens", "42"),
+        ("/api/v1/tokens", r#""viewer""#),
+        ("/api/v1/alerts/999999/ack", "[]"),
+        ("/api/v1/alerts/999999/ack", r#"["someone","note"]"#),
+        ("/api/v1/alerts/999999/ack", "null"),
+    ] {
+        let (status, answer) = post_raw(&svc, path, body).await;
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_body", "{answer}");
+    }
+    let after = svc.ok("/api/v1/tokens").await["tokens"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after, "no token was made");
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn token_expiries_are_bounded_to_ten_years_and_shown_in_rfc3339() {
+    let site = Site::new(Broker::Embedded, "expiry");
+    let svc = site.start().await;
+    for absurd in ["99999999999999d", "3654d", "20years"] {
+        let (status, body) = post_raw(
+            &svc,
+            "/api/v1/tokens",
+            &json!({"name": "far", "role": "viewer", "expires_in": absurd}).to_string(),
+        )
+        .await;
+        assert_eq!(status, 400, "{absurd}: {body}");
+    }
+    let (status, made) = post_raw(
+        &svc,
+        "/api/v1/tokens",
+        &json!({"name": "long", "role": "viewer", "expires_in": "3650d"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let expires = made["expires_at"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(expires).is_ok(),
+        "{expires}"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_rate_limited_answer_never_says_retry_after_zero() {
+    let site = Site::new(Broker::Embedded, "retry");
+    let mut config = site.config();
+    // A token refills every 100 ms: governor would say `Retry-After: 0`.
+    config.api.rate_limit.per_token_per_second = 10;
+    config.api.rate_limit.per_token_burst = 1;
+    let svc = Service::start(config).await;
+    let viewer = svc.client_with_role(Role::Viewer);
+    let mut limited = None;
+    for _ in 0..20 {
+        let response = viewer
+            .get(format!("{}/api/v1/zones", svc.base))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    let response = limited.expect("one request over the rate");
+    let wait: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait >= 1, "Retry-After: {wait}");
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_and_heads_are_answered_413_and_431_in_the_json_shape() {
+    let site = Site::new(Broker::Embedded, "sizes");
+    let svc = site.start().await;
+    let limit = svc.running.config().api.max_body_bytes;
+    let big = json!({"name": "x".repeat(limit), "role": "viewer"}).to_string();
+    let response = svc
+        .http
+        .post(format!("{}/api/v1/tokens", svc.base))
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "body_too_large", "{body}");
+
+    // The same body chunked, without a Content-Length: 413 too, not 400.
+    let (status, body) = raw_request(
+        &svc,
+        &format!(
+            "POST /api/v1/tokens HTTP/1.1\r\nHost: quantrac\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+             {:x}\r\n{big}\r\n0\r\n\r\n",
+            svc.token,
+            big.len()
+        ),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "body_too_large", "{body}");
+
+    let response = svc
+        .http
+        .get(format!("{}/api/v1/zones", svc.base))
+        .header("x-padding", "x".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "head_too_large", "{body}");
+    svc.stop().await;
+}
+
+/// Sends `request` as is over a new connection: the status and the body as JSON.
+async fn raw_request(svc: &Service, request: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(svc.running.api_addr)
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    // The server may answer and close before reading everything: keep what came.
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim())
+        .map(|b| {
+            // Possibly chunked: the JSON object is between the first `{` and the last `}`.
+            match (b.find('{'), b.rfind('}')) {
+                (Some(s), Some(e)) => serde_json::from_str(&b[s..=e]).unwrap_or(Value::Null),
+                _ => Value::Null,
+            }
+        })
+        .unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[test]
+fn quantrac_token_list_shows_control_characters_of_old_token_names_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("security.db");
+    let config = dir.path().join("quantrac.toml");
+    std::fs::write(&config, format!("[security]\ndb = \"{}\"\n", db.display())).unwrap();
+    let store = quantrac::security::SecurityDb::open(&db).unwrap();
+    store
+        .create_token("placeholder", Role::Viewer, "test", None)
+        .unwrap();
+    // Made before names were checked: written straight into the database.
+    let forged = "ops\nabcdef012345  admin  forged line \u{1b}[2J";
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("UPDATE tokens SET name = ?1", [forged])
+        .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_quantrac"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["token", "list"]);
+    assert!(out.status.success());
+    let list = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(list.lines().count(), 2, "a header and one token: {list}");
+    assert!(!list.contains('\u{1b}'), "{list}");
+    assert!(list.contains("ops\\nabcdef012345"), "{list}");
+    let refused = run(&[
+        "token",
+        "create",
+        "--role",
+        "viewer",
+        "--name",
+        "a\u{1b}[31mb",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("control characters"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+#[test]
+fn check_config_refuses_a_device_given_a_station_not_in_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let seeds = dir.path().join("seeds");
+    std::fs::create_dir_all(&seeds).unwrap();
+    for file in ["zones.toml", "limits.csv", "rules.toml", "stations.toml"] {
+        std::fs::copy(common::seeds().join(file), seeds.join(file)).unwrap();
+    }
+    let hash = quantrac::mqtt::devices::hash_password("secret password").unwrap();
+    let device = |station: &str| {
+        format!(
+            "[[device]]\nusername = \"gw-amata\"\npassword_hash = \"{hash}\"\nstations = [\"{station}\"]\n"
+        )
+    };
+    let config = dir.path().join("quantrac.toml");
+    std::fs::write(
+        &config,
+        format!("[registry]\nseeds = \"{}\"\n", seeds.display()),
+    )
+    .unwrap();
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_quantrac"))
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    std::fs::write(seeds.join("devices.toml"), device("DN-AMATA-WW01")).unwrap();
+    let known = check();
+    assert!(
+        known.status.success(),
+        "{}",
+        String::from_utf8_lossy(&known.stderr)
+    );
+    std::fs::write(seeds.join("devices.toml"), device("DN-NOWHERE-01")).unwrap();
+    let unknown = check();
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("DN-NOWHERE-01") && stderr.contains("not in the registry"),
+        "{stderr}"
+    );
+}

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{blocking, need};
+use super::error::object_body;
 use super::params::{self, Params};
 use super::{ApiError, ApiResult, ApiState, PathId};
 use crate::security::{Action, NewEntry, Principal, Role, TokenInfo};
@@ -56,9 +57,15 @@ struct NewToken {
 async fn create(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
-    body: Result<Json<NewToken>, JsonRejection>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Json(body) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
+    let body: NewToken = object_body(body, state.config.max_body_bytes)?;
+    if body
+        .expires_in
+        .is_some_and(|d| d > crate::security::db::MAX_TOKEN_LIFETIME)
+    {
+        return Err(ApiError::bad("expires_in", "is at most 10 years (3653d)"));
+    }
     let actor = who.actor();
     let address = who.address.map(|a| a.to_string());
     let expires_at = body

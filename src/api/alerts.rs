@@ -15,6 +15,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::auth::{blocking, need};
+use super::error::object_body;
 use super::params::{self, Params};
 use super::{ApiError, ApiResult, ApiState, PathId};
 use crate::alerts::{AlertState, Severity};
@@ -170,10 +171,16 @@ async fn acknowledge(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
     PathId(id): PathId,
-    body: Result<Json<AckBody>, JsonRejection>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let id = alert_id(&id)?;
-    let Json(body) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
+    let body: AckBody = object_body(body, state.config.max_body_bytes)?;
+    if body.by.as_deref().is_some_and(crate::text::has_unsafe) {
+        return Err(ApiError::control_characters("by"));
+    }
+    if crate::text::has_unsafe(&body.note) {
+        return Err(ApiError::control_characters("note"));
+    }
     let by = body.by.as_deref().unwrap_or(&who.name).trim();
     if by.is_empty() || by.chars().count() > 100 {
         return Err(ApiError::bad(

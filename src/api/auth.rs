@@ -170,17 +170,23 @@ fn period(per_second: u32) -> Duration {
     Duration::from_nanos(1_000_000_000 / u64::from(per_second.max(1)))
 }
 
-/// 429 in the API's JSON shape, keeping governor's `Retry-After` header.
+/// 429 in the API's JSON shape with `Retry-After` (whole seconds, at least 1).
 fn too_many(error: GovernorError) -> Response {
     match error {
         GovernorError::TooManyRequests { wait_time, headers } => {
             metrics::counter!(m::API_RATE_LIMITED_TOTAL).increment(1);
+            // Governor rounds the wait down to whole seconds: under a second is `0`, which
+            // clients read as "retry at once". Never less than 1.
+            let wait = wait_time.max(1);
             let body = json!({"error": {"code": "rate_limited",
-                "message": format!("too many requests; retry after {wait_time} s")}});
+                "message": format!("too many requests; retry after {wait} s")}});
             let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
             if let Some(headers) = headers {
                 response.headers_mut().extend(headers);
             }
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, wait.into());
             response
         }
         other => ApiError::Internal(format!("rate limiter: {other}")).into_response(),

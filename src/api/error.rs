@@ -4,6 +4,8 @@
 //! bad parameter). Codes are stable; messages are for humans. Internal errors are logged with
 //! their cause and answered with a generic message: storage details never reach clients.
 
+use std::borrow::Cow;
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,9 +16,18 @@ pub enum ApiError {
     /// 400: a query parameter is missing, malformed or out of bounds.
     #[error("{parameter}: {message}")]
     BadParameter {
-        parameter: &'static str,
+        parameter: Cow<'static, str>,
         message: String,
     },
+    /// 400: the request body is not what the endpoint takes (`code` says how).
+    #[error("{message}")]
+    BadBody { code: &'static str, message: String },
+    /// 413: the request body is larger than `api.max_body_bytes`.
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    /// 431: the request head is larger than `api.max_header_bytes`.
+    #[error("the request head is larger than the limit of {limit} bytes")]
+    HeadTooLarge { limit: usize },
     /// 400: the query would cover more series x days than `api.max_query_cost`.
     #[error("the query covers {cost} series x days; at most {max} are allowed")]
     TooCostly { cost: u64, max: u64 },
@@ -48,8 +59,24 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     pub fn bad(parameter: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::BadParameter {
-            parameter,
+            parameter: Cow::Borrowed(parameter),
             message: message.into(),
+        }
+    }
+
+    /// 400 `invalid_body`.
+    pub fn invalid_body(message: impl Into<String>) -> ApiError {
+        ApiError::BadBody {
+            code: "invalid_body",
+            message: message.into(),
+        }
+    }
+
+    /// 400 `control_characters`: `field` holds a control character.
+    pub fn control_characters(field: &str) -> ApiError {
+        ApiError::BadBody {
+            code: "control_characters",
+            message: format!("`{field}` may not contain control characters"),
         }
     }
 
@@ -85,6 +112,7 @@ impl From<crate::security::Error> for ApiError {
                 code: "already_revoked",
                 message: format!("token `{id}` is already revoked"),
             },
+            E::ControlCharacters => ApiError::control_characters("name"),
             e @ (E::BadName | E::BadExpiry) => ApiError::bad("body", e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
@@ -118,6 +146,18 @@ impl IntoResponse for ApiError {
                 json!({"error": {"code": "bad_parameter", "parameter": parameter,
                                  "message": format!("{parameter}: {message}")}}),
             ),
+            ApiError::BadBody { code, message } => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": code, "message": message}}),
+            ),
+            ApiError::BodyTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": {"code": "body_too_large", "message": message}}),
+            ),
+            ApiError::HeadTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                json!({"error": {"code": "head_too_large", "message": message}}),
+            ),
             ApiError::NotFound { code, message } => (
                 StatusCode::NOT_FOUND,
                 json!({"error": {"code": code, "message": message}}),
@@ -147,6 +187,26 @@ impl From<axum::extract::rejection::PathRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
         ApiError::bad("path", rejection.body_text())
     }
+}
+
+/// A JSON body that must be an object: `Json<Value>` taken by the handler, then checked and
+/// decoded here. An array or a scalar is `invalid_body` (serde would read a struct from an
+/// array by position); a body over the limit, chunked or not, is 413.
+pub fn object_body<T: serde::de::DeserializeOwned>(
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let Json(value) = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge { limit }
+        } else {
+            ApiError::invalid_body(e.body_text())
+        }
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::invalid_body("the body must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::invalid_body(format!("body: {e}")))
 }
 
 /// Fallback for paths that match no route.

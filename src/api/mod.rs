@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
+use axum::extract::State;
 use axum::http::{HeaderName, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{BoxError, Json, Router};
@@ -128,6 +129,10 @@ pub fn metrics_router(state: ApiState) -> Router {
 fn common_layers(routes: Router<ApiState>, state: ApiState) -> Router {
     let timeout = state.config.request_timeout;
     let body_limit = state.config.max_body_bytes;
+    let limits = Limits {
+        head: state.config.max_header_bytes,
+        body: body_limit,
+    };
     routes
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
@@ -145,6 +150,7 @@ fn common_layers(routes: Router<ApiState>, state: ApiState) -> Router {
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
                 }))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(axum::middleware::from_fn_with_state(limits, size_limits))
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::Internal("a handler panicked".into()).into_response()
                 }))
@@ -152,6 +158,55 @@ fn common_layers(routes: Router<ApiState>, state: ApiState) -> Router {
                 .timeout(timeout)
                 .layer(RequestBodyLimitLayer::new(body_limit)),
         )
+}
+
+/// The size limits of a request, enforced by [`size_limits`].
+#[derive(Clone, Copy)]
+struct Limits {
+    head: usize,
+    body: usize,
+}
+
+/// The size of a request head as sent over HTTP/1.1: request line and header lines.
+fn head_size<B>(request: &Request<B>) -> usize {
+    let line = request.method().as_str().len() + request.uri().to_string().len() + 12;
+    request.headers().iter().fold(line, |size, (name, value)| {
+        size.saturating_add(name.as_str().len() + value.len() + 4)
+    })
+}
+
+/// 431 for heads over `api.max_header_bytes` and 413 for bodies over `api.max_body_bytes`,
+/// both in the JSON error shape. [`serve`] lets hyper read heads up to [`head_buffer`]
+/// so that this answers; heads beyond that get hyper's own empty 431. The body limit itself
+/// is tower-http's (a declared length over the limit is refused before the handler; a
+/// chunked body fails when read, which handlers answer 413): its plain-text 413 is
+/// replaced here.
+async fn size_limits(
+    State(limits): State<Limits>,
+    request: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    if head_size(&request) > limits.head {
+        return ApiError::HeadTooLarge { limit: limits.head }.into_response();
+    }
+    let response = next.run(request).await;
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !json {
+        return ApiError::BodyTooLarge { limit: limits.body }.into_response();
+    }
+    response
+}
+
+/// How much of a request head hyper reads before answering 431 itself (with an empty body):
+/// twice `api.max_header_bytes` (at least 16 KiB more), so that [`size_limits`] answers
+/// the heads a little over the limit in the API's shape.
+fn head_buffer(max_header_bytes: usize) -> usize {
+    max_header_bytes
+        .saturating_mul(2)
+        .max(max_header_bytes.saturating_add(16_384))
 }
 
 /// Counts and times every request by route pattern (never by concrete path: bounded labels).
@@ -188,7 +243,8 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// Serves `router` on `listener` (HTTPS when `tls` is given) until `shutdown`. Request
-/// heads above `max_header_bytes` are refused by hyper with 431.
+/// heads above `max_header_bytes` are refused with 431 ([`size_limits`]; by hyper itself
+/// beyond [`head_buffer`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -207,10 +263,10 @@ pub async fn serve(
     server
         .http_builder()
         .http1()
-        .max_buf_size(max_header_bytes)
+        .max_buf_size(head_buffer(max_header_bytes))
         .header_read_timeout(Some(HEAD_TIMEOUT))
         .http2()
-        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(head_buffer(max_header_bytes)).unwrap_or(u32::MAX));
     match tls {
         None => server.serve(service).await,
         Some(config) => {

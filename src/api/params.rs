@@ -28,8 +28,14 @@ impl Params {
         for (name, value) in pairs {
             if values.contains_key(&name) {
                 return Err(ApiError::BadParameter {
-                    parameter: "query",
+                    parameter: "query".into(),
                     message: format!("parameter `{name}` is given twice"),
+                });
+            }
+            if value.is_empty() {
+                return Err(ApiError::BadParameter {
+                    message: "is empty: give a value or leave the parameter out".into(),
+                    parameter: name.into(),
                 });
             }
             values.insert(name, value);
@@ -37,9 +43,9 @@ impl Params {
         Ok(Params { values })
     }
 
-    /// Takes a parameter; an empty value counts as absent.
+    /// Takes a parameter (never empty: [`Params::parse`] refuses empty values).
     pub fn take(&mut self, name: &'static str) -> Option<String> {
-        self.values.remove(name).filter(|v| !v.is_empty())
+        self.values.remove(name)
     }
 
     pub fn required(&mut self, name: &'static str) -> ApiResult<String> {
@@ -52,7 +58,7 @@ impl Params {
         match self.values.keys().next() {
             None => Ok(()),
             Some(name) => Err(ApiError::BadParameter {
-                parameter: "query",
+                parameter: "query".into(),
                 message: format!("unknown parameter `{name}`"),
             }),
         }
@@ -60,8 +66,25 @@ impl Params {
 }
 
 /// A time: RFC 3339 with an offset, integer epoch milliseconds, or a date (`YYYY-MM-DD`,
-/// midnight at `offset`).
+/// midnight at `offset`), within the years 1970 to 9999.
+/// Times taken from clients: years 1970 to 9999 (outside, 400).
+pub const EARLIEST_MS: i64 = 0;
+/// 9999-12-31T23:59:59.999Z.
+pub const LATEST_MS: i64 = 253_402_300_799_999;
+
 pub fn time(name: &'static str, text: &str, offset: &FixedOffset) -> ApiResult<Timestamp> {
+    let ts = parse_time(name, text, offset)?;
+    if (EARLIEST_MS..=LATEST_MS).contains(&ts.as_millis()) {
+        Ok(ts)
+    } else {
+        Err(ApiError::bad(
+            name,
+            format!("`{text}` is outside the years 1970 to 9999"),
+        ))
+    }
+}
+
+fn parse_time(name: &'static str, text: &str, offset: &FixedOffset) -> ApiResult<Timestamp> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(Timestamp::from_millis(ms));
     }
@@ -71,7 +94,7 @@ pub fn time(name: &'static str, text: &str, offset: &FixedOffset) -> ApiResult<T
             .and_utc()
             .timestamp_millis();
         return Ok(Timestamp::from_millis(
-            local_ms - i64::from(offset.local_minus_utc()) * 1000,
+            local_ms.saturating_sub(i64::from(offset.local_minus_utc()) * 1000),
         ));
     }
     Timestamp::parse_rfc3339(text).map_err(|_| {
@@ -238,6 +261,34 @@ mod tests {
         let mut p = Params::parse(Some("from=0&to=864000000")).unwrap();
         let err = message(range(&mut p, &VIETNAM, now, day, day).unwrap_err());
         assert!(err.contains("maximum of 1 days"), "{err}");
+    }
+
+    #[test]
+    fn empty_values_are_refused_naming_the_parameter() {
+        let err = Params::parse(Some("station=S&from=")).unwrap_err();
+        match &err {
+            ApiError::BadParameter { parameter, .. } => assert_eq!(parameter, "from"),
+            other => panic!("{other:?}"),
+        }
+        assert!(message(err).contains("empty"));
+        assert!(Params::parse(Some("limit")).is_err());
+    }
+
+    #[test]
+    fn times_outside_the_years_1970_to_9999_are_refused() {
+        for absurd in [
+            "9223372036854775807",
+            "-1",
+            "253402300800000",
+            "+10000-01-02",
+            "1969-12-31T23:59:59Z",
+        ] {
+            let err = time("to", absurd, &VIETNAM).unwrap_err();
+            assert!(message(err).starts_with("to:"), "{absurd}");
+        }
+        assert_eq!(time("to", "0", &VIETNAM).unwrap().as_millis(), 0);
+        let last = time("to", "9999-12-31T23:59:59.999Z", &VIETNAM).unwrap();
+        assert_eq!(last.as_millis(), LATEST_MS);
     }
 
     #[test]

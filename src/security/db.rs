@@ -18,6 +18,9 @@ use super::token::{self, Presented};
 use super::{AuthFailure, Error, Principal, Role};
 use crate::telemetry::Timestamp;
 
+/// The longest a token may be made to work for: 10 years (3,653 days).
+pub const MAX_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3653 * 86_400);
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
     id         TEXT PRIMARY KEY,
@@ -126,7 +129,8 @@ impl SecurityDb {
         self.create_token_until(name, role, None, actor, address)
     }
 
-    /// Creates a token that stops working at `expires_at` (if set, in the future).
+    /// Creates a token that stops working at `expires_at` (if set: in the future, at most
+    /// [`MAX_TOKEN_LIFETIME`] away). Names are 1 to 100 bytes without control characters.
     pub fn create_token_until(
         &self,
         name: &str,
@@ -139,8 +143,12 @@ impl SecurityDb {
         if name.is_empty() || name.len() > 100 {
             return Err(Error::BadName);
         }
+        if crate::text::has_unsafe(name) {
+            return Err(Error::ControlCharacters);
+        }
         let now = Timestamp::now();
-        if expires_at.is_some_and(|at| at <= now) {
+        let latest = now.saturating_add(MAX_TOKEN_LIFETIME);
+        if expires_at.is_some_and(|at| at <= now || at > latest) {
             return Err(Error::BadExpiry);
         }
         let generated = token::generate()?;

@@ -85,7 +85,9 @@ pub enum Error {
     Random(#[from] token::RandomError),
     #[error("a token name must be 1 to 100 characters")]
     BadName,
-    #[error("a token's expiry must be in the future")]
+    #[error("a token name may not contain control characters")]
+    ControlCharacters,
+    #[error("a token's expiry must be in the future and at most 10 years away")]
     BadExpiry,
     #[error("no token `{0}`")]
     UnknownToken(String),

@@ -77,8 +77,16 @@ impl Timestamp {
     pub fn to_rfc3339(self, offset: &FixedOffset) -> String {
         match offset.timestamp_millis_opt(self.0).single() {
             Some(t) => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-            // Out of chrono's range (hundreds of thousands of years): show the raw number.
-            None => self.0.to_string(),
+            // Out of chrono's range (hundreds of thousands of years; inputs are bounded well
+            // inside it): the nearest time chrono can write, still RFC 3339.
+            None => {
+                let nearest = if self.0 < 0 {
+                    chrono::DateTime::<chrono::Utc>::MIN_UTC
+                } else {
+                    chrono::DateTime::<chrono::Utc>::MAX_UTC
+                };
+                nearest.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+            }
         }
     }
 
