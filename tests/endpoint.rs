@@ -241,6 +241,16 @@ async fn a_second_connection_with_the_same_client_id_takes_the_session_over() {
         Some(v4::Packet::PingResp),
         "the second goes on"
     );
+    // Clients that send no client id get one each: they never take each other over.
+    let mut nameless: Vec<Raw> = (0..2).map(|_| Raw::connect(&svc, "")).collect();
+    for client in &mut nameless {
+        client.send(v4::Packet::PingReq);
+        assert_eq!(
+            client.next(),
+            Some(v4::Packet::PingResp),
+            "both stay connected"
+        );
+    }
     svc.stop().await;
 }
 

@@ -112,7 +112,9 @@ where
         }
     };
     let client_id = if connect.client_id.is_empty() {
-        format!("quantrac-anon-{}", shared.sessions.len() + 1)
+        // MQTT lets the server name a client that sent none (clean session only): a name
+        // of its own, so that two such clients never take each other's session over.
+        format!("quantrac-assigned-{}", shared.sessions.next_id())
     } else {
         connect.client_id.clone()
     };

@@ -49,6 +49,11 @@ impl Sessions {
         }
     }
 
+    /// A number never handed out before (for client ids the server assigns).
+    pub fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Connections open now.
     pub fn len(&self) -> usize {
         self.open.lock().len()
