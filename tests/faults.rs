@@ -318,9 +318,14 @@ impl Served {
 }
 
 /// `quantrac serve` on `broker`, configured by environment variables.
+/// `quantrac serve` on `broker` with queues far smaller than the broker's window (1,000):
+/// a flood overflows every one of them, so a kill lands with messages in each.
 fn serve(data: &Path, api: &str, broker: &str, prefix: &str) -> Served {
     let mut command = serve_command(data, api, prefix);
-    command.env("QUANTRAC_MQTT__URL", broker);
+    command
+        .env("QUANTRAC_MQTT__URL", broker)
+        .env("QUANTRAC_MQTT__QUEUE_CAPACITY", "64")
+        .env("QUANTRAC_STORAGE__QUEUE_CAPACITY", "64");
     spawn(command)
 }
 
@@ -414,8 +419,10 @@ async fn sigkill_in_the_middle_of_a_load_then_restart_stores_exactly_every_readi
     opts.topic_prefix = Some(prefix.clone());
     opts.inflight = 200;
     let gw = Publisher::connect(opts).await.unwrap();
-    let t0 = t0();
-    const N: u64 = 3000;
+    // An open-loop flood over ten times every queue (quantrac's 64s, Mosquitto's window of
+    // 1,000): 12,000 readings a second apart, all in the past.
+    let t0 = common::recent_minute(4 * 60);
+    const N: u64 = 12_000;
     let load = {
         let gw_ref = &gw;
         async move { publish(gw_ref, t0, 0..N).await }
@@ -423,7 +430,7 @@ async fn sigkill_in_the_middle_of_a_load_then_restart_stores_exactly_every_readi
     let killer = async {
         // Kill once a part of the load is stored: mid-flight, with messages in every stage.
         let mut before = 0;
-        while before < 500 {
+        while before < 2_000 {
             before = stored(&reader, t0).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

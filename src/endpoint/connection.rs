@@ -414,7 +414,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     async fn publish(&mut self, p: codec::Publish) -> Option<End> {
-        let prefix = self.shared.settings.topic_prefix.clone();
+        // A handle, not a copy of the prefix: no allocation per message.
+        let shared = self.shared.clone();
+        let prefix = &shared.settings.topic_prefix;
         let Ok(topic) = std::str::from_utf8(&p.topic) else {
             self.close(Close::TopicNameInvalid, "the topic is not UTF-8")
                 .await;
@@ -441,7 +443,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             .await;
             return Some(end);
         }
-        if !self.peer.may_publish(&prefix, topic) {
+        if !self.peer.may_publish(prefix, topic) {
             Refusal::PublishNotAllowed.count();
             let detail = format!(
                 "{} may not publish on `{}`",
@@ -466,7 +468,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if p.qos == QoS::AtMostOnce {
             metrics::counter!(m::MQTT_QOS0_TOTAL).increment(1);
         }
-        let shared = &self.shared;
         let Ok(handoff) = handoff::submit(
             &shared.pipeline,
             &*shared.store,
