@@ -151,11 +151,16 @@ async fn through_ftp(sync: SyncMode, t0: i64) -> Duration {
 
 async fn store_alone(sync: SyncMode, t0: i64) -> Duration {
     let dir = tempfile::tempdir().unwrap();
-    let mut storage = Config::builtin().storage;
+    let builtin = Config::builtin();
+    let mut storage = builtin.storage;
     storage.path = dir.path().to_owned();
     storage.sync = sync;
     let store = Arc::new(
-        SqliteStore::open_with(SqliteConfig::from_config(&storage, 10_000), None).unwrap(),
+        SqliteStore::open_with(
+            SqliteConfig::from_config(&storage, &builtin.quarantine),
+            None,
+        )
+        .unwrap(),
     );
     let (station, zone): (Arc<str>, Arc<str>) = ("DN-AMATA-WW01".into(), "DN-AMATA".into());
     let params: Vec<Arc<str>> = PARAMS.iter().map(|(p, _, _)| Arc::from(*p)).collect();

@@ -227,7 +227,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     let store: Arc<dyn Store> = match config.storage.backend {
         Backend::Sqlite => {
             let store = SqliteStore::open_with(
-                SqliteConfig::from_config(&config.storage, config.quarantine.capacity),
+                SqliteConfig::from_config(&config.storage, &config.quarantine),
                 options.store_faults.as_ref(),
             )?;
             tracing::info!(path = %config.storage.path.display(), "embedded store open");
@@ -236,7 +236,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         Backend::Questdb => {
             let store = QuestDbStore::open(
                 &config.storage.questdb,
-                SqliteConfig::from_config(&config.storage, config.quarantine.capacity),
+                SqliteConfig::from_config(&config.storage, &config.quarantine),
                 config.storage.retention,
                 options.store_faults.as_ref(),
             )

@@ -29,27 +29,23 @@ pub struct Handoff {
     events: Vec<AlertEvent>,
     /// Readings the pipeline accepted.
     pub accepted: usize,
-    /// Quarantine entries (readings, records or the whole message) it produced.
+    /// Rejections (readings, records, elements or lines, or the whole message) it produced,
+    /// all kept in one quarantine entry.
     pub rejected: usize,
     /// The first rejection's reason code and detail, to tell the device.
     pub first_rejection: Option<String>,
 }
 
 /// Runs the pipeline on `payload` received on `topic` at `now`, and queues the outcome with
-/// the store. `excerpt`, if given, replaces the payload excerpt kept with the rejections
-/// (file sources keep the whole file).
+/// the store (a rejected payload goes whole to the dead-letter store, in the same commit).
 pub async fn submit(
     pipeline: &Pipeline,
     store: &dyn Store,
     topic: &str,
     payload: &[u8],
     now: Timestamp,
-    excerpt: Option<String>,
 ) -> Result<Handoff, storage::Error> {
-    let Processed { mut item, events } = pipeline.process(topic, payload, now);
-    if let (Some(rejected), Some(excerpt)) = (item.rejected.as_mut(), excerpt) {
-        rejected.excerpt = excerpt;
-    }
+    let Processed { item, events } = pipeline.process(topic, payload, now);
     queue(store, item, events).await
 }
 
@@ -73,9 +69,8 @@ async fn queue(
     let accepted = item.readings.len();
     let (rejected, first_rejection) = match &item.rejected {
         Some(r) => (
-            r.rejections.len(),
-            r.rejections
-                .first()
+            usize::try_from(r.total()).unwrap_or(usize::MAX),
+            r.first()
                 .map(|first| format!("{}: {}", first.reason.code(), first.detail)),
         ),
         None => (0, None),

@@ -27,7 +27,7 @@
 //! | [`storage`] | the `Store` trait, its embedded SQLite backend and its test suite |
 //! | [`mqtt`] | MQTT client options (TLS) and the device list (credentials, topic ACLs) |
 //! | [`live`] | in-memory "now": latest values and presence per station |
-//! | [`quarantine`] | rejection reasons, rejection records, counters |
+//! | [`quarantine`] | rejection reasons, one entry per rejected message, fair eviction, counters |
 //! | [`ack`] | durability confirmations from the store back to ingest |
 //! | [`security`] | API tokens and roles, the audit log, telemetry signatures, TLS |
 //! | [`registry`] | zones, stations, parameters and limit profiles from `seeds/` |

@@ -40,8 +40,14 @@ pub fn prometheus() -> Option<PrometheusHandle> {
 pub const MESSAGES_TOTAL: &str = "quantrac_messages_total";
 /// Readings accepted by validation, by `encoding`.
 pub const READINGS_ACCEPTED_TOTAL: &str = "quantrac_readings_accepted_total";
-/// Rejections (quarantine entries), by `reason`.
+/// Rejections (every rejected reading, record, element, line or message), by `reason`.
 pub const REJECTIONS_TOTAL: &str = "quantrac_rejections_total";
+/// Quarantine entries evicted (with their payloads) by `quarantine.capacity`, from the
+/// station holding the most.
+pub const QUARANTINE_EVICTED_TOTAL: &str = "quantrac_quarantine_evicted_total";
+/// Whole payloads dropped from the dead-letter store by `quarantine.dead_letter_max_bytes`
+/// (their entries stay).
+pub const DEAD_LETTERS_DROPPED_TOTAL: &str = "quantrac_dead_letters_dropped_total";
 /// Readings committed by the store.
 pub const STORE_READINGS_TOTAL: &str = "quantrac_store_readings_total";
 /// Rows per store transaction.

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use crate::alerts::{Alert, AlertEvent, Engine};
 use crate::live::Live;
 use crate::metrics as m;
-use crate::quarantine::{self, Counters, Reason, Rejected, Rejection};
+use crate::quarantine::{Counters, Reason, Rejected, Rejection};
 use crate::registry::Registry;
 use crate::security::sequence::Sequences;
 use crate::storage::{PresenceUpdate, WriteItem};
@@ -95,6 +95,11 @@ impl Pipeline {
         }
     }
 
+    /// Bytes of a rejected payload kept as its excerpt (`quarantine.excerpt_bytes`).
+    pub fn excerpt_bytes(&self) -> usize {
+        self.excerpt_bytes
+    }
+
     /// Processes one message that arrived at `now`.
     pub fn process(&self, topic: &str, payload: &[u8], now: Timestamp) -> Processed {
         let parsed = match Topic::parse(&self.topic_prefix, topic) {
@@ -172,8 +177,17 @@ impl Pipeline {
             last_seen: Some(now),
             gateway: None,
         });
-        let rejected = (!outcome.rejected.is_empty())
-            .then(|| self.rejected(topic, Some(encoding), payload, now, outcome.rejected));
+        let rejected = (!outcome.rejected.is_empty()).then(|| {
+            let station = Some(parsed.station);
+            self.rejected(
+                topic,
+                Some(encoding),
+                station,
+                payload,
+                now,
+                outcome.rejected,
+            )
+        });
         let item = WriteItem {
             readings: outcome.accepted,
             rejected,
@@ -250,17 +264,28 @@ impl Pipeline {
         now: Timestamp,
         rejection: Rejection,
     ) -> Processed {
+        let station = rejection.station.clone();
+        let rejected = self.rejected(
+            topic,
+            encoding,
+            station.as_deref(),
+            payload,
+            now,
+            vec![rejection],
+        );
         Processed::from(WriteItem {
-            rejected: Some(self.rejected(topic, encoding, payload, now, vec![rejection])),
+            rejected: Some(rejected),
             ..WriteItem::default()
         })
     }
 
-    /// Counts, logs and packages the rejections of one message.
+    /// Counts, logs and packages the rejections of one message into one quarantine entry
+    /// (`station`: the station of the topic it came on).
     fn rejected(
         &self,
         topic: &str,
         encoding: Option<Encoding>,
+        station: Option<&str>,
         payload: &[u8],
         now: Timestamp,
         rejections: Vec<Rejection>,
@@ -277,13 +302,15 @@ impl Pipeline {
                 "rejected input quarantined"
             );
         }
-        Rejected {
-            received_at: now,
-            topic: topic.to_owned(),
+        Rejected::new(
+            now,
+            topic,
             encoding,
-            excerpt: quarantine::excerpt(payload, self.excerpt_bytes),
+            station.map(str::to_owned),
+            payload,
+            self.excerpt_bytes,
             rejections,
-        }
+        )
     }
 }
 
@@ -305,6 +332,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::quarantine;
 
     const NOW: Timestamp = Timestamp::from_millis(1_795_662_300_000);
 
@@ -351,12 +379,75 @@ mod tests {
         let item = p.process(TOPIC, payload, NOW).item;
         assert_eq!(item.readings.len(), 1);
         let rejected = item.rejected.unwrap();
-        assert_eq!(rejected.rejections[0].reason, Reason::UnknownParameter);
+        assert_eq!(rejected.samples[0].reason, Reason::UnknownParameter);
+        assert_eq!(rejected.station.as_deref(), Some("DN-AMATA-WW01"));
+        assert_eq!(
+            rejected.payload.as_deref(),
+            Some(&payload[..]),
+            "kept whole"
+        );
         assert_eq!(rejected.encoding, Some(Encoding::Json));
         assert!(rejected.excerpt.ends_with('…'), "payload cut to 64 bytes");
         assert_eq!(counters.get(Reason::UnknownParameter), 1);
         assert_eq!(item.presence.unwrap().last_seen, Some(NOW));
         assert_eq!(live.station("DN-AMATA-WW01").unwrap().latest.len(), 1);
+    }
+
+    #[test]
+    fn a_backlog_with_one_bad_element_stores_the_valid_records_and_quarantines_that_element() {
+        let (p, _, counters) = pipeline();
+        let record = |seq: u64, ts: &str| {
+            format!(
+                r#"{{"station":"DN-AMATA-WW01","ts":"{ts}","seq":{seq},
+                   "readings":[{{"param":"COD","value":71.3,"unit":"mg/L","status":"00"}}]}}"#
+            )
+        };
+        let payload = format!(
+            "[{}, {{\"junk\":1}}, {}]",
+            record(1, "2026-11-26T10:00:00+07:00"),
+            record(2, "2026-11-26T10:05:00+07:00")
+        );
+        let item = p.process(TOPIC, payload.as_bytes(), NOW).item;
+        let times: Vec<i64> = item.readings.iter().map(|r| r.ts.as_millis()).collect();
+        assert_eq!(times, [1_795_662_000_000, 1_795_662_300_000]);
+        let rejected = item.rejected.unwrap();
+        assert_eq!(rejected.counts, [(Reason::MalformedPayload, 1)]);
+        assert!(
+            rejected.samples[0]
+                .detail
+                .starts_with("element 1: missing field"),
+            "{:?}",
+            rejected.samples[0]
+        );
+        assert_eq!(rejected.payload.as_deref(), Some(payload.as_bytes()));
+        assert_eq!(counters.get(Reason::MalformedPayload), 1);
+    }
+
+    #[test]
+    fn a_tt10_payload_of_100000_bad_lines_is_one_entry_with_every_rejection_counted() {
+        let (p, _, counters) = pipeline();
+        let topic = "quantrac/v1/DN-AMATA/DN-AMATA-WW01/telemetry/tt10";
+        let mut payload = String::new();
+        for i in 0..100_000 {
+            // Out of range: COD is 0..2000 mg/L. Two carry the wrong unit.
+            let unit = if i % 50_000 == 1 { "g/L" } else { "mg/L" };
+            payload.push_str(&format!("COD\t{}\t{unit}\t20261126100500\t00\n", 5000 + i));
+        }
+        let item = p.process(topic, payload.as_bytes(), NOW).item;
+        assert!(item.readings.is_empty());
+        let rejected = item.rejected.unwrap();
+        assert_eq!(
+            rejected.counts,
+            [(Reason::UnitMismatch, 2), (Reason::OutOfRange, 99_998)]
+        );
+        assert_eq!(rejected.total(), 100_000);
+        assert_eq!(rejected.samples.len(), quarantine::SAMPLES);
+        assert_eq!(rejected.payload.map(|p| p.len()), Some(payload.len()));
+        assert_eq!(
+            counters.get(Reason::OutOfRange),
+            99_998,
+            "every one counted"
+        );
     }
 
     #[test]
@@ -412,7 +503,7 @@ mod tests {
         for (topic, payload, reason) in cases {
             let item = p.process(topic, payload, NOW).item;
             let rejected = item.rejected.unwrap();
-            assert_eq!(rejected.rejections[0].reason, reason, "{topic}");
+            assert_eq!(rejected.samples[0].reason, reason, "{topic}");
             assert_eq!(rejected.topic, topic);
         }
         assert_eq!(counters.get(Reason::MalformedPayload), 1);

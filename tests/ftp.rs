@@ -209,7 +209,7 @@ async fn a_file_sent_twice_with_ftplib_into_a_station_folder_is_stored_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_file_gets_a_5xx_reply_and_a_quarantine_entry_holding_the_whole_file() {
+async fn a_bad_file_gets_a_5xx_reply_and_a_quarantine_entry_with_the_whole_file_kept() {
     let (site, s, port) = start("ftp-bad").await;
     let t = local(common::recent_minute(10));
     let garbage = site.dir.path().join(format!("DN_AMATA_WW01_{t}.txt"));
@@ -238,6 +238,18 @@ async fn a_bad_file_gets_a_5xx_reply_and_a_quarantine_entry_holding_the_whole_fi
         whole["detail"].as_str().unwrap().starts_with("line "),
         "{whole}"
     );
+    assert_eq!(whole["total"], 2, "both lines, in one entry: {whole}");
+    let url = whole["payload"]["url"].as_str().unwrap();
+    let kept = s
+        .http
+        .get(format!("{}{url}", s.base))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&kept[..], body.as_bytes(), "the whole file, byte for byte");
     assert!(malformed
         .iter()
         .any(|e| e["topic"] == format!("ftp:{USER}/report.txt")));

@@ -16,6 +16,7 @@ on_both_brokers!(
     values_round_trip_exactly_in_all_three_encodings,
     each_rejection_reason_is_quarantined_with_its_reason_and_counted,
     a_backlog_array_is_stored_whole_and_latest_stays_the_newest,
+    a_backlog_with_one_bad_element_stores_the_valid_records_and_keeps_the_payload_whole,
     a_resent_message_is_stored_once,
     data_and_latest_values_survive_a_restart,
     messages_published_while_quantrac_is_down_are_delivered_after_it_returns,
@@ -281,6 +282,108 @@ async fn a_backlog_array_is_stored_whole_and_latest_stays_the_newest(broker: Bro
     assert_eq!(
         cod["value"], 99.0,
         "the backlog did not replace the newest value"
+    );
+    gw.disconnect().await.unwrap();
+    svc.stop().await;
+    site.finish().await;
+}
+
+async fn a_backlog_with_one_bad_element_stores_the_valid_records_and_keeps_the_payload_whole(
+    broker: Broker,
+) {
+    let site = Site::new(broker, "bad-element");
+    let svc = site.start().await;
+    let gw = svc.publisher().await;
+    let t = recent_minute(20);
+    let json = |i: i64| {
+        format!(
+            r#"{{"station":"{WW}","ts":{},"seq":{},"readings":[{{"param":"COD","value":{},"unit":"mg/L","status":"00"}}]}}"#,
+            t + i * 60_000,
+            i + 1,
+            10 + i
+        )
+    };
+    let backlog = format!("[{}, {{\"junk\":1}}, {}]", json(0), json(1));
+    gw.publish_raw(
+        &svc.topic(&format!("{ZONE}/{WW}/telemetry/json")),
+        backlog.clone().into_bytes(),
+        false,
+    )
+    .await
+    .unwrap();
+    // Bincode: the second of two records damaged (its last byte, a status, made 9).
+    let records = [
+        record(WW, t + 2 * 60_000, 3, &[("COD", 12.0, "mg/L")]),
+        record(WW, t + 3 * 60_000, 4, &[("COD", 13.0, "mg/L")]),
+    ];
+    let mut binary = firmware_sim::encode::encode(&records, Encoding::Bincode);
+    *binary.last_mut().unwrap() = 9;
+    gw.publish_raw(
+        &svc.topic(&format!("{ZONE}/{WW}/telemetry/bincode")),
+        binary.clone(),
+        false,
+    )
+    .await
+    .unwrap();
+    svc.wait_processed(2).await;
+
+    let stored = svc
+        .ok(&format!(
+            "/api/v1/readings?station={WW}&param=COD&from={}&to={}",
+            ms(t),
+            ms(t + 4 * 60_000)
+        ))
+        .await;
+    let values: Vec<f64> = stored["readings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        [10.0, 11.0, 12.0],
+        "every readable record: {stored}"
+    );
+
+    let q = svc.ok(&format!("/api/v1/quarantine?station={WW}")).await;
+    let entries = q["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "one entry per message: {q}");
+    let (bin, js) = (&entries[0], &entries[1]);
+    assert_eq!(js["total"], 1, "{js}");
+    assert_eq!(js["reasons"]["malformed_payload"], 1, "{js}");
+    assert!(
+        js["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("element 1: missing field `station`"),
+        "{js}"
+    );
+    assert!(
+        bin["detail"].as_str().unwrap().starts_with("record 1 of 2"),
+        "{bin}"
+    );
+    for (entry, sent, content_type) in [
+        (js, backlog.as_bytes(), "application/json"),
+        (bin, &binary[..], "application/octet-stream"),
+    ] {
+        assert_eq!(entry["payload"]["held"], true, "{entry}");
+        let url = entry["payload"]["url"].as_str().unwrap();
+        let response = svc
+            .http
+            .get(format!("{}{url}", svc.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(response.headers()["content-type"], content_type);
+        let kept = response.bytes().await.unwrap();
+        assert_eq!(&kept[..], sent, "the payload byte for byte");
+    }
+    let (status, body) = svc.get("/api/v1/quarantine/999999/payload").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("unknown_entry"))
     );
     gw.disconnect().await.unwrap();
     svc.stop().await;

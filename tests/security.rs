@@ -56,6 +56,7 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::GET, "/api/v1/me", Viewer, 200),
         endpoint(M::GET, "/metrics", Viewer, 200),
         endpoint(M::GET, "/api/v1/quarantine", Analyst, 200),
+        endpoint(M::GET, "/api/v1/quarantine/999999/payload", Analyst, 404),
         ack,
         endpoint(M::GET, "/api/v1/alerts/webhooks", Admin, 200),
         endpoint(M::GET, "/api/v1/tokens", Admin, 200),

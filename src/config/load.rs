@@ -133,6 +133,9 @@ impl Config {
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return invalid(key, "must be positive");
         }
+        if self.quarantine.dead_letter_max_bytes == 0 {
+            return invalid("quarantine.dead_letter_max_bytes", "must be positive");
+        }
         if self.api.max_page_size < self.api.default_page_size {
             return invalid(
                 "api.max_page_size",

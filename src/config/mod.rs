@@ -267,8 +267,12 @@ pub struct ValidationConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuarantineConfig {
+    /// Entries kept (one per rejected message).
     pub capacity: usize,
+    /// Bytes of a rejected payload shown in its entry.
     pub excerpt_bytes: usize,
+    /// Bytes of whole rejected payloads kept (the dead-letter store).
+    pub dead_letter_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -264,7 +264,6 @@ async fn publish_will(shared: &Arc<Shared>, will: &codec::Will) {
         &will.topic,
         &will.payload,
         now,
-        None,
     )
     .await;
     if let Ok(handoff) = submitted {
@@ -474,7 +473,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             topic,
             &p.payload,
             Timestamp::now(),
-            None,
         )
         .await
         else {

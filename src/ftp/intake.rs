@@ -22,7 +22,7 @@ use crate::metrics as m;
 use crate::mqtt::devices::{Device, Devices};
 use crate::notify::Notifier;
 use crate::pipeline::{Pipeline, SharedRegistry};
-use crate::quarantine::{self, Counters, Reason, Rejected, Rejection};
+use crate::quarantine::{Counters, Reason, Rejected, Rejection};
 use crate::storage::Store;
 use crate::telemetry::{Encoding, Timestamp};
 
@@ -208,23 +208,26 @@ impl Intake {
         truncated: Option<usize>,
     ) -> Result<Accepted, Refusal> {
         let now = Timestamp::now();
-        // The whole file is kept with a refusal (bounded by the size limit).
-        let whole = || quarantine::excerpt(body, body.len().max(1));
+        // A refusal keeps the whole file (bounded by the size limit) in the dead-letter
+        // store, and a short excerpt in the entry.
         let refuse = |reason: Reason, station: Option<&str>, refusal: Refusal| {
-            let rejected = Rejected {
-                received_at: now,
-                topic: source.origin(file),
-                encoding: Some(Encoding::Tt10),
-                excerpt: whole(),
-                rejections: vec![Rejection {
-                    reason,
-                    station: station.map(str::to_owned),
-                    param: None,
-                    ts: None,
-                    value: None,
-                    detail: refusal.to_string(),
-                }],
+            let rejection = Rejection {
+                reason,
+                station: station.map(str::to_owned),
+                param: None,
+                ts: None,
+                value: None,
+                detail: refusal.to_string(),
             };
+            let rejected = Rejected::new(
+                now,
+                source.origin(file),
+                Some(Encoding::Tt10),
+                station.map(str::to_owned),
+                body,
+                self.pipeline.excerpt_bytes(),
+                [rejection],
+            );
             self.counters.count(reason);
             async move {
                 let handoff = handoff::quarantine(&*self.store, rejected)
@@ -278,16 +281,9 @@ impl Intake {
             }
         }
         let topic = self.topic(&station.zone, &station.id);
-        let handoff = handoff::submit(
-            &self.pipeline,
-            &*self.store,
-            &topic,
-            body,
-            now,
-            Some(whole()),
-        )
-        .await
-        .map_err(|e| Refusal::NotDurable(e.to_string()))?;
+        let handoff = handoff::submit(&self.pipeline, &*self.store, &topic, body, now)
+            .await
+            .map_err(|e| Refusal::NotDurable(e.to_string()))?;
         let (readings, rejected) = (handoff.accepted, handoff.rejected);
         let first = handoff.first_rejection.clone();
         self.settle(handoff).await?;

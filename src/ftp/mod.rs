@@ -18,8 +18,8 @@
 //!
 //! # Replies to a refused upload
 //! libunftp 0.24 answers each error kind with a fixed text, so the reply code tells the
-//! reason and the quarantine entry (`GET /api/v1/quarantine`, the whole file in its excerpt)
-//! and the log tell the details:
+//! reason and the quarantine entry (`GET /api/v1/quarantine`; the whole file from
+//! `GET /api/v1/quarantine/{id}/payload`) and the log tell the details:
 //!
 //! | reply | reason |
 //! |---|---|

@@ -500,7 +500,6 @@ async fn work(
             &publish.topic,
             &publish.payload,
             Timestamp::now(),
-            None,
         )
         .await;
         let handoff = match submitted {

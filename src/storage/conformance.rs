@@ -16,7 +16,7 @@ use super::{
     WriteItem,
 };
 use crate::alerts::{Alert, AlertState, RuleKind, Severity};
-use crate::quarantine::{Reason, Rejected, Rejection};
+use crate::quarantine::{DeadLetter, Reason, Rejected, Rejection};
 use crate::storage::AlertQuery;
 use crate::telemetry::time::VIETNAM_OFFSET_SECS;
 use crate::telemetry::{Encoding, GatewayState, Reading, Status, Timestamp};
@@ -43,6 +43,7 @@ macro_rules! storage_conformance_tests {
             aggregates_follow_the_calendar_of_the_alignment_offset,
             latest_returns_the_newest_reading_of_each_series,
             quarantine_lists_newest_first_with_filters_and_a_cursor,
+            a_message_is_one_entry_counting_every_rejection_with_its_payload_kept_whole,
             presence_keeps_the_newest_arrival_and_the_last_gateway_announcement,
             every_item_is_confirmed_in_order_and_readable_after_a_flush,
             data_survives_closing_and_reopening_the_store,
@@ -367,24 +368,37 @@ pub async fn latest_returns_the_newest_reading_of_each_series(b: &dyn Backend) {
     store.close().await.unwrap();
 }
 
+/// One message from `station` with one rejection per reason of `reasons`.
 fn rejected(station: &str, reasons: &[Reason]) -> Rejected {
-    Rejected {
-        received_at: Timestamp::now(),
-        topic: format!("quantrac/v1/TZ/{station}/telemetry/json"),
-        encoding: Some(Encoding::Json),
-        excerpt: "{\"bad\":".into(),
-        rejections: reasons
-            .iter()
-            .map(|&reason| Rejection {
-                reason,
-                station: Some(station.to_owned()),
-                param: Some("COD".into()),
-                ts: Some(base_time()),
-                value: Some(1.5),
-                detail: format!("detail of {}", reason.code()),
-            })
-            .collect(),
-    }
+    Rejected::new(
+        Timestamp::now(),
+        format!("quantrac/v1/TZ/{station}/telemetry/json"),
+        Some(Encoding::Json),
+        Some(station.to_owned()),
+        b"{\"bad\":",
+        512,
+        reasons.iter().map(|&reason| Rejection {
+            reason,
+            station: Some(station.to_owned()),
+            param: Some("COD".into()),
+            ts: Some(base_time()),
+            value: Some(1.5),
+            detail: format!("detail of {}", reason.code()),
+        }),
+    )
+}
+
+async fn write_rejected(store: &dyn Store, rejected: Rejected) {
+    let (done, wait) = crate::ack::pair();
+    store
+        .write(WriteItem {
+            rejected: Some(rejected),
+            done: Some(done),
+            ..WriteItem::default()
+        })
+        .await
+        .unwrap();
+    assert!(wait.wait().await);
 }
 
 pub async fn quarantine_lists_newest_first_with_filters_and_a_cursor(b: &dyn Backend) {
@@ -392,16 +406,7 @@ pub async fn quarantine_lists_newest_first_with_filters_and_a_cursor(b: &dyn Bac
     let s = station("quarantine");
     let reasons = [Reason::OutOfRange, Reason::UnitMismatch, Reason::OutOfRange];
     for reason in reasons {
-        let (done, wait) = crate::ack::pair();
-        store
-            .write(WriteItem {
-                rejected: Some(rejected(&s, &[reason])),
-                done: Some(done),
-                ..WriteItem::default()
-            })
-            .await
-            .unwrap();
-        assert!(wait.wait().await);
+        write_rejected(&*store, rejected(&s, &[reason])).await;
     }
     store.flush().await.unwrap();
     let query = QuarantineQuery {
@@ -413,12 +418,15 @@ pub async fn quarantine_lists_newest_first_with_filters_and_a_cursor(b: &dyn Bac
     assert_eq!(page.entries.len(), 2);
     assert!(page.has_more);
     assert!(page.entries[0].id > page.entries[1].id, "newest first");
-    assert_eq!(page.entries[1].rejection.reason, Reason::UnitMismatch);
+    assert_eq!(page.entries[1].samples[0].reason, Reason::UnitMismatch);
     let e = &page.entries[0];
     assert_eq!(e.encoding, Some(Encoding::Json));
-    assert_eq!(e.rejection.detail, "detail of out_of_range");
-    assert_eq!(e.rejection.value, Some(1.5));
+    assert_eq!(e.station.as_deref(), Some(s.as_str()));
+    assert_eq!(e.samples[0].detail, "detail of out_of_range");
+    assert_eq!(e.samples[0].value, Some(1.5));
+    assert_eq!(e.samples[0].ts, Some(base_time()));
     assert_eq!(e.excerpt, "{\"bad\":");
+    assert_eq!(e.counts, [(Reason::OutOfRange, 1)]);
     let rest = store
         .quarantine(QuarantineQuery {
             before_id: Some(page.entries[1].id),
@@ -437,6 +445,62 @@ pub async fn quarantine_lists_newest_first_with_filters_and_a_cursor(b: &dyn Bac
         .await
         .unwrap();
     assert_eq!(by_reason.entries.len(), 2);
+    store.close().await.unwrap();
+}
+
+pub async fn a_message_is_one_entry_counting_every_rejection_with_its_payload_kept_whole(
+    b: &dyn Backend,
+) {
+    let store = b.open("one-entry").await;
+    let s = station("one-entry");
+    // 30 rejections of two reasons in one message; a binary payload.
+    let mut reasons = vec![Reason::OutOfRange; 28];
+    reasons.insert(3, Reason::UnitMismatch);
+    reasons.push(Reason::UnitMismatch);
+    let mut message = rejected(&s, &reasons);
+    let payload: Vec<u8> = (0..=255u8).chain([0, 0xff, b'\n']).collect();
+    message.encoding = Some(Encoding::Bincode);
+    message.payload = Some(payload.clone());
+    write_rejected(&*store, message).await;
+    store.flush().await.unwrap();
+    let all = |reason| QuarantineQuery {
+        station: Some(s.clone()),
+        reason,
+        limit: 10,
+        ..QuarantineQuery::default()
+    };
+    let page = store.quarantine(all(None)).await.unwrap();
+    assert_eq!(page.entries.len(), 1, "one entry for the message");
+    let e = &page.entries[0];
+    assert_eq!(
+        e.counts,
+        [(Reason::UnitMismatch, 2), (Reason::OutOfRange, 28)]
+    );
+    assert_eq!(e.total(), 30);
+    assert_eq!(e.samples.len(), crate::quarantine::SAMPLES);
+    assert_eq!(e.samples[3].reason, Reason::UnitMismatch);
+    assert_eq!(e.payload_bytes, Some(payload.len() as u64));
+    assert!(e.payload_held);
+    for reason in [Reason::UnitMismatch, Reason::OutOfRange] {
+        let found = store.quarantine(all(Some(reason))).await.unwrap();
+        assert_eq!(found.entries.len(), 1, "found by each of its reasons");
+    }
+    let none = store
+        .quarantine(all(Some(Reason::BadSignature)))
+        .await
+        .unwrap();
+    assert!(none.entries.is_empty());
+    assert_eq!(
+        store.dead_letter(e.id).await.unwrap(),
+        DeadLetter::Held {
+            encoding: Some(Encoding::Bincode),
+            payload,
+        }
+    );
+    assert_eq!(
+        store.dead_letter(e.id + 1_000_000).await.unwrap(),
+        DeadLetter::Unknown
+    );
     store.close().await.unwrap();
 }
 

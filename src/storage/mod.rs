@@ -34,7 +34,7 @@ use async_trait::async_trait;
 
 use crate::ack::Durable;
 use crate::alerts::{Alert, AlertState, Severity};
-use crate::quarantine::{QuarantineEntry, Reason, Rejected};
+use crate::quarantine::{DeadLetter, QuarantineEntry, Reason, Rejected};
 use crate::security::sequence::Window;
 use crate::telemetry::{GatewayState, Reading, Status, Timestamp};
 
@@ -188,7 +188,9 @@ pub struct LatestRow {
 /// Quarantine listing, newest first.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QuarantineQuery {
+    /// Entries of messages that came from this station (its topic or file).
     pub station: Option<String>,
+    /// Entries with at least one rejection of this reason.
     pub reason: Option<Reason>,
     /// Continue with entries older than this id (from a cursor).
     pub before_id: Option<u64>,
@@ -246,8 +248,11 @@ pub trait Store: Send + Sync + 'static {
     /// The stored presence of every station seen.
     async fn presence(&self) -> Result<Vec<PresenceRow>>;
 
-    /// Quarantine entries, newest first.
+    /// Quarantine entries (one per rejected message), newest first.
     async fn quarantine(&self, query: QuarantineQuery) -> Result<QuarantinePage>;
+
+    /// The whole payload of quarantine entry `id`, from the dead-letter store.
+    async fn dead_letter(&self, id: u64) -> Result<DeadLetter>;
 
     /// Alerts, newest first.
     async fn alerts(&self, query: AlertQuery) -> Result<AlertPage>;

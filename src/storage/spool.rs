@@ -5,13 +5,14 @@
 //!
 //! ```text
 //! record  := magic:[u8; 4] = "QSP1"  len:u32 LE  crc:u32 LE  payload:[u8; len]
-//! payload := bincode 2 standard() of Batch { version: u8 = 2, items: Vec<Item> }
+//! payload := bincode 2 standard() of Batch { version: u8 = 3, items: Vec<Item> }
 //! ```
 //!
 //! `crc` is the CRC-32 (IEEE) of `payload`; an `Item` is a [`WriteItem`] without its
 //! durability handle (readings, rejections, presence, alerts, rule state, record window).
-//! Version 1 items (without the record window) are still read, so that a spool left by an
-//! older build is replayed after an upgrade.
+//! Version 1 items (without the record window) and version 2 items (rejections as a list,
+//! without the payload: they become entries without a dead letter) are still read, so that a
+//! spool left by an older build is replayed after an upgrade.
 //!
 //! # Invariants
 //! - **Append, then fsync, then confirm.** A batch is acknowledged to the broker only after
@@ -54,15 +55,16 @@ use serde::{Deserialize, Serialize};
 use super::{PresenceUpdate, WriteItem};
 use crate::alerts::Alert;
 use crate::metrics as m;
-use crate::quarantine::Rejected;
+use crate::quarantine::{self, Rejected, Rejection};
 use crate::security::sequence::Window;
-use crate::telemetry::Reading;
+use crate::telemetry::{Encoding, Reading, Timestamp};
 
 /// File name inside the spool directory.
 pub const FILE: &str = "spool.log";
 const MAGIC: [u8; 4] = *b"QSP1";
 const HEADER: usize = 12;
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+const VERSION_2: u8 = 2;
 const VERSION_1: u8 = 1;
 /// No single record may claim more than this (a damaged length field is caught early).
 const MAX_RECORD: usize = 256 * 1024 * 1024;
@@ -100,11 +102,62 @@ struct Item {
     record_window: Option<(Arc<str>, Window)>,
 }
 
+/// A message's rejections as versions 1 and 2 wrote them: every one listed, no payload.
+#[derive(Deserialize)]
+struct RejectedV2 {
+    received_at: Timestamp,
+    topic: String,
+    encoding: Option<Encoding>,
+    excerpt: String,
+    rejections: Vec<Rejection>,
+}
+
+impl From<RejectedV2> for Rejected {
+    fn from(r: RejectedV2) -> Rejected {
+        let station = r.rejections.first().and_then(|f| f.station.clone());
+        let (counts, samples) = quarantine::summarise(r.rejections);
+        Rejected {
+            received_at: r.received_at,
+            topic: r.topic,
+            encoding: r.encoding,
+            station,
+            excerpt: r.excerpt,
+            payload: None,
+            counts,
+            samples,
+        }
+    }
+}
+
+/// An item as version 2 wrote it.
+#[derive(Deserialize)]
+struct ItemV2 {
+    readings: Vec<Reading>,
+    rejected: Option<RejectedV2>,
+    presence: Option<PresenceUpdate>,
+    alerts: Vec<Alert>,
+    rule_states: Vec<(Arc<str>, Vec<u8>)>,
+    record_window: Option<(Arc<str>, Window)>,
+}
+
+impl From<ItemV2> for Item {
+    fn from(i: ItemV2) -> Item {
+        Item {
+            readings: i.readings,
+            rejected: i.rejected.map(Rejected::from),
+            presence: i.presence,
+            alerts: i.alerts,
+            rule_states: i.rule_states,
+            record_window: i.record_window,
+        }
+    }
+}
+
 /// An item as version 1 wrote it.
 #[derive(Deserialize)]
 struct ItemV1 {
     readings: Vec<Reading>,
-    rejected: Option<Rejected>,
+    rejected: Option<RejectedV2>,
     presence: Option<PresenceUpdate>,
     alerts: Vec<Alert>,
     rule_states: Vec<(Arc<str>, Vec<u8>)>,
@@ -114,7 +167,7 @@ impl From<ItemV1> for Item {
     fn from(i: ItemV1) -> Item {
         Item {
             readings: i.readings,
-            rejected: i.rejected,
+            rejected: i.rejected.map(Rejected::from),
             presence: i.presence,
             alerts: i.alerts,
             rule_states: i.rule_states,
@@ -459,6 +512,11 @@ fn decode(payload: &[u8], crc: u32) -> Option<Vec<WriteItem>> {
                 bincode::serde::decode_from_slice(payload, config).ok()?;
             batch.items
         }
+        VERSION_2 => {
+            let (batch, _): (Batch<ItemV2>, usize) =
+                bincode::serde::decode_from_slice(payload, config).ok()?;
+            batch.items.into_iter().map(Item::from).collect()
+        }
         VERSION_1 => {
             let (batch, _): (Batch<ItemV1>, usize) =
                 bincode::serde::decode_from_slice(payload, config).ok()?;
@@ -639,6 +697,99 @@ mod tests {
         assert_eq!(replay.items[0].rule_states, old.rule_states);
         assert_eq!(replay.items[0].record_window, None);
         assert_eq!(values(&mut s), [7.0]);
+    }
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut record = MAGIC.to_vec();
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        record.extend_from_slice(payload);
+        record
+    }
+
+    fn rejection(detail: &str) -> Rejection {
+        Rejection {
+            reason: crate::quarantine::Reason::OutOfRange,
+            station: Some("S".into()),
+            param: Some("COD".into()),
+            ts: None,
+            value: Some(9e9),
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn a_rejection_comes_back_with_its_whole_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        let payload = [0u8, 1, 2, 0xff, b'\n'];
+        let rejected = Rejected::new(
+            Timestamp::from_millis(5),
+            "t",
+            Some(Encoding::Bincode),
+            Some("S".into()),
+            &payload,
+            16,
+            [rejection("a"), rejection("b")],
+        );
+        let mut with_rejection = item(1.0);
+        with_rejection.rejected = Some(rejected.clone());
+        s.append(&[with_rejection]).unwrap();
+        let replay = Spool::open(dir.path(), 1 << 20)
+            .unwrap()
+            .peek()
+            .unwrap()
+            .unwrap();
+        assert_eq!(replay.items[0].rejected, Some(rejected));
+    }
+
+    #[test]
+    fn a_rejection_written_by_version_2_is_replayed_as_one_entry_without_payload() {
+        #[derive(Serialize)]
+        struct RejectedV2 {
+            received_at: Timestamp,
+            topic: String,
+            encoding: Option<Encoding>,
+            excerpt: String,
+            rejections: Vec<Rejection>,
+        }
+        #[derive(Serialize)]
+        struct ItemV2 {
+            readings: Vec<Reading>,
+            rejected: Option<RejectedV2>,
+            presence: Option<PresenceUpdate>,
+            alerts: Vec<Alert>,
+            rule_states: Vec<(Arc<str>, Vec<u8>)>,
+            record_window: Option<(Arc<str>, Window)>,
+        }
+        let batch = (
+            VERSION_2,
+            vec![ItemV2 {
+                readings: Vec::new(),
+                rejected: Some(RejectedV2 {
+                    received_at: Timestamp::from_millis(5),
+                    topic: "t".into(),
+                    encoding: Some(Encoding::Json),
+                    excerpt: "{bad".into(),
+                    rejections: vec![rejection("a"), rejection("b"), rejection("c")],
+                }),
+                presence: None,
+                alerts: Vec::new(),
+                rule_states: Vec::new(),
+                record_window: None,
+            }],
+        );
+        let payload = bincode::serde::encode_to_vec(&batch, bincode::config::standard()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), framed(&payload)).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        let replay = s.peek().unwrap().unwrap();
+        let rejected = replay.items[0].rejected.as_ref().unwrap();
+        assert_eq!(rejected.total(), 3);
+        assert_eq!(rejected.samples[2].detail, "c");
+        assert_eq!(rejected.excerpt, "{bad");
+        assert_eq!(rejected.station.as_deref(), Some("S"));
+        assert_eq!(rejected.payload, None, "version 2 did not keep it");
     }
 
     #[test]

@@ -23,29 +23,43 @@ pub const FORMAT_VERSION_SIGNED: u8 = 2;
 pub const ALLOCATION_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Decodes a bincode payload (version byte included).
+///
+/// Records are read one after another. Bincode records carry no length, so after one that
+/// cannot be read the next cannot be found: the records before it are kept, and one
+/// [`DecodeError::BincodeRecord`] stands for it and the rest (the whole payload is kept in
+/// the dead-letter store). Bytes after the last record are reported the same way, beside
+/// the records. Only a payload whose version or record count cannot be read fails whole.
 pub fn decode(payload: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     let (&version, body) = payload.split_first().ok_or(DecodeError::Empty)?;
     let config = ::bincode::config::standard().with_limit::<ALLOCATION_LIMIT>();
-    let (records, read): (Vec<Record<'_>>, usize) = match version {
-        FORMAT_VERSION => ::bincode::borrow_decode_from_slice(body, config).map_err(describe)?,
+    let (backlog, read): (Backlog<'_>, usize) = match version {
+        FORMAT_VERSION => ::bincode::borrow_decode_from_slice::<Read<'_, false>, _>(body, config)
+            .map(|(r, n)| (r.0, n)),
         FORMAT_VERSION_SIGNED => {
-            let (signed, read): (Vec<Signed<'_>>, usize) =
-                ::bincode::borrow_decode_from_slice(body, config).map_err(describe)?;
-            (signed.into_iter().map(|s| s.0).collect(), read)
+            ::bincode::borrow_decode_from_slice::<Read<'_, true>, _>(body, config)
+                .map(|(r, n)| (r.0, n))
         }
         other => return Err(DecodeError::BincodeVersion(other)),
-    };
-    if read != body.len() {
-        return Err(DecodeError::TrailingBytes(body.len() - read));
+    }
+    .map_err(|e| DecodeError::Bincode(describe(e)))?;
+    let mut errors = Vec::new();
+    match backlog.failure {
+        Some((index, error)) => errors.push(DecodeError::BincodeRecord {
+            index,
+            count: backlog.count,
+            problem: describe(error),
+        }),
+        None if read != body.len() => errors.push(DecodeError::TrailingBytes(body.len() - read)),
+        None => {}
     }
     Ok(Decoded {
-        records,
-        errors: Vec::new(),
+        records: backlog.records,
+        errors,
     })
 }
 
-fn describe(error: WireError) -> DecodeError {
-    let text = match error {
+fn describe(error: WireError) -> String {
+    match error {
         WireError::UnexpectedEnd { additional } => {
             format!("message ends {additional} byte(s) early")
         }
@@ -53,9 +67,52 @@ fn describe(error: WireError) -> DecodeError {
             "a length prefix asks for more than the message can hold".into()
         }
         WireError::Utf8 { .. } => "a string is not valid UTF-8".into(),
+        WireError::OtherString(text) => text,
+        WireError::Other(text) => text.to_owned(),
         other => other.to_string(),
-    };
-    DecodeError::Bincode(text)
+    }
+}
+
+/// The records of a message, read up to the first that fails.
+struct Backlog<'de> {
+    records: Vec<Record<'de>>,
+    count: u64,
+    /// The index of the record that could not be read, and why.
+    failure: Option<(u64, WireError)>,
+}
+
+/// Reads `count:varint record{count}` into a [`Backlog`] (`SIGNED`: format version 2
+/// records). Fails only when the count itself cannot be read.
+struct Read<'de, const SIGNED: bool>(Backlog<'de>);
+
+/// Records reserved up front at most (the count is untrusted until the records are read).
+const RESERVE_MAX: u64 = 1024;
+
+impl<'de, C, const SIGNED: bool> BorrowDecode<'de, C> for Read<'de, SIGNED> {
+    fn borrow_decode<D: BorrowDecoder<'de, Context = C>>(d: &mut D) -> Result<Self, WireError> {
+        let count: u64 = BorrowDecode::borrow_decode(d)?;
+        let mut records = Vec::with_capacity(usize::try_from(count.min(RESERVE_MAX)).unwrap_or(0));
+        let mut failure = None;
+        for index in 0..count {
+            let record = if SIGNED {
+                <Signed<'de> as BorrowDecode<'de, C>>::borrow_decode(d).map(|s| s.0)
+            } else {
+                <Record<'de> as BorrowDecode<'de, C>>::borrow_decode(d)
+            };
+            match record {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    failure = Some((index, e));
+                    break;
+                }
+            }
+        }
+        Ok(Read(Backlog {
+            records,
+            count,
+            failure,
+        }))
+    }
 }
 
 /// A version 2 record: a version 1 record, then `Option<[u8; 32]>` (tag `0`, or tag `1` and
@@ -165,17 +222,27 @@ pub(crate) mod tests {
     #[test]
     fn truncation_trailing_bytes_and_bad_status_are_malformed() {
         let bytes = hex(VECTOR_1);
+        let cut = decode(&bytes[..40]).unwrap();
+        assert!(cut.records.is_empty());
         assert!(matches!(
-            decode(&bytes[..40]).unwrap_err(),
-            DecodeError::Bincode(_)
+            cut.errors[..],
+            [DecodeError::BincodeRecord {
+                index: 0,
+                count: 1,
+                ..
+            }]
         ));
         let mut longer = bytes.clone();
         longer.push(0);
-        assert_eq!(decode(&longer).unwrap_err(), DecodeError::TrailingBytes(1));
+        let d = decode(&longer).unwrap();
+        assert_eq!(d.errors, [DecodeError::TrailingBytes(1)]);
+        assert_eq!(d.records.len(), 1, "the record before them is whole");
         let mut bad_status = bytes.clone();
         *bad_status.last_mut().unwrap() = 7;
-        let err = decode(&bad_status).unwrap_err().to_string();
-        assert!(err.contains("status byte"), "{err}");
+        let d = decode(&bad_status).unwrap();
+        assert!(d.records.is_empty());
+        let err = d.errors[0].to_string();
+        assert!(err.starts_with("record 0 of 1: status byte"), "{err}");
         assert_eq!(decode(&[]).unwrap_err(), DecodeError::Empty);
     }
 
@@ -184,9 +251,31 @@ pub(crate) mod tests {
         // version 1, record count 2^60.
         let mut bytes = vec![1u8, 0xfd];
         bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        let d = decode(&bytes).unwrap();
+        assert!(d.records.is_empty());
         assert!(matches!(
-            decode(&bytes).unwrap_err(),
+            d.errors[..],
+            [DecodeError::BincodeRecord { index: 0, .. }]
+        ));
+        // A count that cannot be read at all fails the whole payload.
+        assert!(matches!(
+            decode(&[1u8, 0xfd, 1]).unwrap_err(),
             DecodeError::Bincode(_)
         ));
+    }
+
+    #[test]
+    fn the_records_before_an_unreadable_one_are_kept() {
+        // The second vector holds two records; damage the second one's status byte.
+        let mut bytes = hex(VECTOR_2);
+        *bytes.last_mut().unwrap() = 9;
+        let d = decode(&bytes).unwrap();
+        assert_eq!(d.records.len(), 1);
+        assert_eq!(d.records[0].readings[0].status, Status::Calibrating);
+        let err = d.errors[0].to_string();
+        assert!(
+            err.starts_with("record 1 of 2: status byte must be"),
+            "{err}"
+        );
     }
 }

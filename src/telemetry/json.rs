@@ -2,27 +2,66 @@
 //!
 //! The record layout is the serde derive on [`Record`]; this module holds the entry point and
 //! the two field formats serde cannot infer (`ts` as RFC 3339 or epoch milliseconds, `status`
-//! as a two-character code). Strings without escapes are borrowed from the payload.
+//! as a two-character code). Strings without escapes are borrowed from the payload. A backlog
+//! array is decoded element by element, so one bad element costs only itself.
 
 use std::fmt;
 
 use serde::de::{self, Deserializer, Visitor};
+use serde_json::value::RawValue;
 
 use super::{DecodeError, Decoded, Record, Status, Timestamp};
 
 /// Decodes a JSON payload: an object is one record, an array is a backlog of records.
+///
+/// A backlog is judged element by element: each element that is not a record becomes one
+/// [`DecodeError::JsonElement`] naming its index, and the other records still count. Only a
+/// payload that is not JSON at all (or an object that is not a record) fails whole.
 pub fn decode(payload: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     let first = payload.iter().find(|b| !b.is_ascii_whitespace());
-    let records = match first {
-        None => return Err(DecodeError::Empty),
-        Some(b'[') => serde_json::from_slice::<Vec<Record<'_>>>(payload),
-        Some(_) => serde_json::from_slice::<Record<'_>>(payload).map(|r| vec![r]),
+    match first {
+        None => Err(DecodeError::Empty),
+        Some(b'[') => backlog(payload),
+        Some(_) => serde_json::from_slice::<Record<'_>>(payload)
+            .map(|r| Decoded {
+                records: vec![r],
+                errors: Vec::new(),
+            })
+            .map_err(|e| DecodeError::Json(e.to_string())),
     }
-    .map_err(|e| DecodeError::Json(e.to_string()))?;
-    Ok(Decoded {
-        records,
+}
+
+/// An array: first split into raw elements (which only checks that it is JSON), then each
+/// element decoded on its own. The elements are slices of the payload, so records still
+/// borrow their strings from it.
+fn backlog(payload: &[u8]) -> Result<Decoded<'_>, DecodeError> {
+    let elements: Vec<&RawValue> =
+        serde_json::from_slice(payload).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let mut out = Decoded {
+        records: Vec::with_capacity(elements.len()),
         errors: Vec::new(),
-    })
+    };
+    for (index, element) in elements.into_iter().enumerate() {
+        match serde_json::from_str::<Record<'_>>(element.get()) {
+            Ok(record) => out.records.push(record),
+            Err(e) => out.errors.push(DecodeError::JsonElement {
+                index,
+                problem: without_position(&e),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// serde_json's message without its "at line L column C" (a position inside the element,
+/// which would mislead: the index says where the element is).
+fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match text.strip_suffix(&suffix) {
+        Some(bare) => bare.to_owned(),
+        None => text,
+    }
 }
 
 /// `ts`: an RFC 3339 string with an offset, or integer epoch milliseconds.
@@ -112,6 +151,29 @@ mod tests {
         assert_eq!(d.records[1].ts.as_millis(), 2000);
         assert_eq!(d.records[1].seq, None);
         assert_eq!(d.records[1].readings[0].value, 1.0);
+    }
+
+    #[test]
+    fn a_backlog_with_one_bad_element_keeps_the_valid_records_and_names_the_bad_index() {
+        let payload = r#"[{"station":"S","ts":1000,"readings":[]}, {"junk":1},
+                          {"station":"S","ts":3000,"readings":[]}]"#;
+        let d = decode(payload.as_bytes()).unwrap();
+        let times: Vec<i64> = d.records.iter().map(|r| r.ts.as_millis()).collect();
+        assert_eq!(times, [1000, 3000]);
+        assert!(
+            matches!(d.records[0].station, Cow::Borrowed(_)),
+            "still borrowed"
+        );
+        assert_eq!(d.errors.len(), 1, "{:?}", d.errors);
+        let detail = d.errors[0].to_string();
+        assert!(
+            detail.starts_with("element 1: missing field `station`"),
+            "{detail}"
+        );
+        assert!(
+            !detail.contains("line"),
+            "no position inside the element: {detail}"
+        );
     }
 
     #[test]

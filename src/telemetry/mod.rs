@@ -153,10 +153,22 @@ pub enum DecodeError {
     Empty,
     #[error("invalid JSON: {0}")]
     Json(String),
+    /// One record of a JSON backlog array (counted from 0); the others still count.
+    #[error("element {index}: {problem}")]
+    JsonElement { index: usize, problem: String },
     #[error("unsupported bincode format version {0} (this server reads versions 1 and 2)")]
     BincodeVersion(u8),
     #[error("invalid bincode: {0}")]
     Bincode(String),
+    /// Record `index` (from 0) of a bincode message of `count` could not be read: the
+    /// records before it still count, it and those after it are lost (bincode records carry
+    /// no length, so the next one cannot be found).
+    #[error("record {index} of {count}: {problem} (bincode records carry no length: this record and the ones after it cannot be read)")]
+    BincodeRecord {
+        index: u64,
+        count: u64,
+        problem: String,
+    },
     #[error("{0} trailing bytes after the last bincode record")]
     TrailingBytes(usize),
     #[error("payload is not UTF-8 text")]
@@ -167,7 +179,8 @@ pub enum DecodeError {
 
 /// The result of decoding one message: the records that could be read, and what could not.
 ///
-/// JSON and bincode are all or nothing (one error, no records); tt10 is judged line by line.
+/// A JSON backlog array is judged element by element, tt10 line by line, bincode record by
+/// record up to the first it cannot read; a payload that cannot be read at all is one error.
 #[derive(Debug, Default, PartialEq)]
 pub struct Decoded<'a> {
     pub records: Vec<Record<'a>>,

@@ -3,7 +3,7 @@
 //! # Where data lives
 //! - **Readings** in QuestDB, table `storage.questdb.table` (`readings`; [`schema`]): written over ILP/HTTP by the
 //!   shared writer thread ([`sink`]), read over the PostgreSQL wire protocol ([`read`]).
-//! - **Alerts, quarantine, station presence and alert rule state** in the local SQLite
+//! - **Alerts, quarantine (with its dead-letter store), station presence and alert rule state** in the local SQLite
 //!   database of `storage.path` (the same schema as the embedded store). They are small and
 //!   mutable (upserts by id, bounded deletes, increasing ids) where QuestDB is append-only;
 //!   they are written in the same writer batch as the readings that caused them, after them.
@@ -164,6 +164,10 @@ impl Store for QuestDbStore {
 
     async fn quarantine(&self, query: QuarantineQuery) -> Result<QuarantinePage> {
         self.state.quarantine(query).await
+    }
+
+    async fn dead_letter(&self, id: u64) -> Result<crate::quarantine::DeadLetter> {
+        self.state.dead_letter(id).await
     }
 
     async fn alerts(&self, query: AlertQuery) -> Result<AlertPage> {

@@ -1,11 +1,14 @@
 //! The embedded store: SQLite (bundled, WAL mode) in `<storage.path>/quantrac.db`.
 //!
-//! # Schema (version 3, `PRAGMA user_version`)
+//! # Schema (version 4, `PRAGMA user_version`)
 //! ```text
 //! series     (id INTEGER PRIMARY KEY, station, param, zone, UNIQUE (station, param))
 //! readings   (series, ts, value REAL, status 0|1|2, PRIMARY KEY (series, ts)) WITHOUT ROWID
 //! quarantine (id AUTOINCREMENT, received_at, topic, encoding, reason, station, param, ts,
-//!             value, detail, excerpt)
+//!             value, detail, excerpt,
+//!             total, reasons JSON, samples JSON, payload_bytes)  one row per message [v4]
+//! quarantine_reasons (reason, entry, count) PRIMARY KEY (reason, entry)            [v4]
+//! dead_letters (entry PRIMARY KEY, station, bytes, payload BLOB): whole payloads   [v4]
 //! presence   (station PRIMARY KEY, last_seen, gateway 'online'|'offline', gateway_at,
 //!             record_window: the station's `seq` window, saved with its readings)   [v3]
 //! alerts     (id PRIMARY KEY, station, zone, param, rule, kind, severity 0|1|2,
@@ -29,12 +32,15 @@
 //!   is closed: nothing is confirmed that is not stored, and nothing is silently dropped.
 //! - Readers use their own read-only connections (WAL lets them run beside the writer) on
 //!   tokio's blocking pool, never on the async workers.
-//! - `quarantine` keeps the newest `quarantine.capacity` rows; older ones are deleted in the
-//!   transaction that inserts new ones.
+//! - `quarantine` holds one row per rejected message and `dead_letters` its whole payload,
+//!   written with the message; at most `quarantine.capacity` rows and
+//!   `quarantine.dead_letter_max_bytes` of payloads, enforced in the transaction that inserts
+//!   new ones by evicting from the station that holds the most, oldest first ([`quarantine`]).
 //! - An alert row is the latest state of the alert (upserted by id with every event, in the
 //!   same transaction as the readings that caused it); the filter columns repeat fields of
 //!   `body` so that listings use indexes.
 
+pub mod quarantine;
 mod read;
 mod schema;
 mod sink;
@@ -52,7 +58,8 @@ use super::{
     QuarantineQuery, RawQuery, ReadingPage, Result, SeriesBuckets, Store, WriteItem,
 };
 use crate::alerts::Alert;
-use crate::config::{StorageConfig, SyncMode};
+use crate::config::{QuarantineConfig, StorageConfig, SyncMode};
+use crate::quarantine::DeadLetter;
 use crate::telemetry::Timestamp;
 use read::ReadPool;
 pub use sink::SqliteSink;
@@ -67,17 +74,27 @@ pub struct SqliteConfig {
     pub sync: SyncMode,
     pub cache_mb: usize,
     pub quarantine_capacity: usize,
+    /// Bytes of whole rejected payloads kept (the dead-letter store).
+    pub dead_letter_max_bytes: u64,
     pub writer: WriterConfig,
 }
 
 impl SqliteConfig {
-    pub fn from_config(storage: &StorageConfig, quarantine_capacity: usize) -> SqliteConfig {
+    pub fn from_config(storage: &StorageConfig, quarantine: &QuarantineConfig) -> SqliteConfig {
         SqliteConfig {
             dir: storage.path.clone(),
             sync: storage.sync,
             cache_mb: storage.cache_mb,
-            quarantine_capacity,
+            quarantine_capacity: quarantine.capacity,
+            dead_letter_max_bytes: quarantine.dead_letter_max_bytes,
             writer: super::writer_config(storage),
+        }
+    }
+
+    fn quarantine_bounds(&self) -> quarantine::Bounds {
+        quarantine::Bounds {
+            capacity: u64::try_from(self.quarantine_capacity).unwrap_or(u64::MAX),
+            dead_letter_max_bytes: self.dead_letter_max_bytes,
         }
     }
 
@@ -88,6 +105,7 @@ impl SqliteConfig {
             sync: SyncMode::Normal,
             cache_mb: 16,
             quarantine_capacity: 10_000,
+            dead_letter_max_bytes: 256 * 1024 * 1024,
             writer: WriterConfig {
                 queue_capacity: 1024,
                 batch_max_rows: 50_000,
@@ -131,7 +149,7 @@ impl SqliteStore {
     pub fn open_with(config: SqliteConfig, faults: Option<&FaultSwitch>) -> Result<SqliteStore> {
         let (conn, path) = open_writable(&config)?;
         let mut sink: Box<dyn super::writer::Sink> =
-            Box::new(SqliteSink::new(conn, config.quarantine_capacity));
+            Box::new(SqliteSink::new(conn, config.quarantine_bounds()));
         if let Some(switch) = faults {
             sink = switch.wrap(sink);
         }
@@ -146,7 +164,7 @@ impl SqliteStore {
     /// backend that keeps its readings elsewhere (QuestDB).
     pub fn state_parts(config: &SqliteConfig) -> Result<(SqliteSink, StateReader)> {
         let (conn, path) = open_writable(config)?;
-        let sink = SqliteSink::new(conn, config.quarantine_capacity).without_readings();
+        let sink = SqliteSink::new(conn, config.quarantine_bounds()).without_readings();
         Ok((sink, StateReader(Arc::new(ReadPool::new(path)))))
     }
 
@@ -177,7 +195,11 @@ impl StateReader {
     }
 
     pub async fn quarantine(&self, query: QuarantineQuery) -> Result<QuarantinePage> {
-        self.read(move |c| read::quarantine(c, &query)).await
+        self.read(move |c| quarantine::list(c, &query)).await
+    }
+
+    pub async fn dead_letter(&self, id: u64) -> Result<DeadLetter> {
+        self.read(move |c| quarantine::dead_letter(c, id)).await
     }
 
     pub async fn alerts(&self, query: AlertQuery) -> Result<AlertPage> {
@@ -250,6 +272,10 @@ impl Store for SqliteStore {
 
     async fn quarantine(&self, query: QuarantineQuery) -> Result<QuarantinePage> {
         self.reader.quarantine(query).await
+    }
+
+    async fn dead_letter(&self, id: u64) -> Result<DeadLetter> {
+        self.reader.dead_letter(id).await
     }
 
     async fn alerts(&self, query: AlertQuery) -> Result<AlertPage> {

@@ -10,13 +10,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::open_connection;
 use crate::alerts::Alert;
-use crate::quarantine::{QuarantineEntry, Reason, Rejection};
 use crate::security::sequence::Window;
 use crate::storage::{
-    AggregateQuery, AlertPage, AlertQuery, Bucket, Error, LatestRow, PresenceRow, QuarantinePage,
-    QuarantineQuery, RawQuery, ReadingPage, Result, SeriesBuckets, StoredReading,
+    AggregateQuery, AlertPage, AlertQuery, Bucket, Error, LatestRow, PresenceRow, RawQuery,
+    ReadingPage, Result, SeriesBuckets, StoredReading,
 };
-use crate::telemetry::{Encoding, GatewayState, Status, Timestamp};
+use crate::telemetry::{GatewayState, Status, Timestamp};
 
 /// Idle read connections kept for reuse.
 const MAX_IDLE: usize = 8;
@@ -223,44 +222,6 @@ pub(super) fn presence(conn: &Connection) -> Result<Vec<PresenceRow>> {
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-pub(super) fn quarantine(conn: &Connection, q: &QuarantineQuery) -> Result<QuarantinePage> {
-    let limit = i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX);
-    let before = q.before_id.map(|id| i64::try_from(id).unwrap_or(i64::MAX));
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, received_at, topic, encoding, reason, station, param, ts, value, detail, excerpt
-         FROM quarantine
-         WHERE (?1 IS NULL OR station = ?1) AND (?2 IS NULL OR reason = ?2)
-           AND (?3 IS NULL OR id < ?3)
-         ORDER BY id DESC LIMIT ?4",
-    )?;
-    let rows = stmt.query_map(
-        params![q.station, q.reason.map(Reason::code), before, limit],
-        |r| {
-            let reason: String = r.get(4)?;
-            let encoding: Option<String> = r.get(3)?;
-            Ok(QuarantineEntry {
-                id: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                received_at: Timestamp::from_millis(r.get(1)?),
-                topic: r.get(2)?,
-                encoding: encoding.as_deref().and_then(Encoding::from_topic_level),
-                excerpt: r.get(10)?,
-                rejection: Rejection {
-                    reason: Reason::parse(&reason).unwrap_or(Reason::MalformedPayload),
-                    station: r.get(5)?,
-                    param: r.get(6)?,
-                    ts: r.get::<_, Option<i64>>(7)?.map(Timestamp::from_millis),
-                    value: r.get(8)?,
-                    detail: r.get(9)?,
-                },
-            })
-        },
-    )?;
-    let mut entries: Vec<QuarantineEntry> = rows.collect::<rusqlite::Result<_>>()?;
-    let has_more = entries.len() > q.limit;
-    entries.truncate(q.limit);
-    Ok(QuarantinePage { entries, has_more })
 }
 
 fn alert_from(id: i64, body: &str) -> Result<Alert> {

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::storage::{Error, Result};
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 const V1: &str = "
 CREATE TABLE series (
@@ -76,6 +76,34 @@ const V3: &str = "
 ALTER TABLE presence ADD COLUMN record_window BLOB;
 ";
 
+/// Version 4: one quarantine entry per message (counts per reason, sample rejections) and the
+/// dead-letter store of whole payloads. The columns of version 1 stay: `reason`, `param`,
+/// `ts`, `value` and `detail` now hold the message's first rejection, and `station` the
+/// station the message came from. Rows of version 3 (one per rejection) become entries of
+/// one rejection each (`reasons` and `samples` NULL: read from those columns), without a
+/// payload (`payload_bytes` NULL).
+const V4: &str = "
+ALTER TABLE quarantine ADD COLUMN total INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE quarantine ADD COLUMN reasons TEXT;
+ALTER TABLE quarantine ADD COLUMN samples TEXT;
+ALTER TABLE quarantine ADD COLUMN payload_bytes INTEGER;
+CREATE TABLE quarantine_reasons (
+    reason TEXT    NOT NULL,
+    entry  INTEGER NOT NULL,
+    count  INTEGER NOT NULL,
+    PRIMARY KEY (reason, entry)
+) WITHOUT ROWID;
+CREATE INDEX quarantine_reasons_by_entry ON quarantine_reasons (entry);
+INSERT INTO quarantine_reasons (reason, entry, count) SELECT reason, id, 1 FROM quarantine;
+CREATE TABLE dead_letters (
+    entry   INTEGER PRIMARY KEY,
+    station TEXT,
+    bytes   INTEGER NOT NULL,
+    payload BLOB    NOT NULL
+);
+CREATE INDEX dead_letters_by_station ON dead_letters (station, entry, bytes);
+";
+
 /// Creates or upgrades the schema. Refuses a database from a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -85,7 +113,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             supported: VERSION,
         });
     }
-    for (version, ddl) in [(1, V1), (2, V2), (3, V3)] {
+    for (version, ddl) in [(1, V1), (2, V2), (3, V3), (4, V4)] {
         if found < version {
             let tx = conn.transaction()?;
             tx.execute_batch(ddl)?;
@@ -94,4 +122,55 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::quarantine::{DeadLetter, Reason};
+    use crate::storage::sqlite::quarantine;
+    use crate::storage::QuarantineQuery;
+
+    #[test]
+    fn quarantine_rows_of_version_3_become_entries_of_one_rejection_without_payload() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for ddl in [V1, V2, V3] {
+            conn.execute_batch(ddl).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO quarantine (received_at, topic, encoding, reason, station, param, ts,
+                                     value, detail, excerpt)
+             VALUES (1, 't', 'json', 'unit_mismatch', 'S', 'COD', 5, 1.5, 'unit `g/L`', '{x'),
+                    (2, 't', NULL, 'unknown_topic', NULL, NULL, NULL, NULL, 'no', 'y');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let page = quarantine::list(
+            &conn,
+            &QuarantineQuery {
+                reason: Some(Reason::UnitMismatch),
+                limit: 10,
+                ..QuarantineQuery::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(page.entries.len(), 1, "the reason filter sees old rows");
+        let e = &page.entries[0];
+        assert_eq!(e.counts, [(Reason::UnitMismatch, 1)]);
+        assert_eq!(e.station.as_deref(), Some("S"));
+        assert_eq!(e.samples[0].detail, "unit `g/L`");
+        assert_eq!(e.samples[0].value, Some(1.5));
+        assert_eq!(e.excerpt, "{x");
+        assert_eq!((e.payload_bytes, e.payload_held), (None, false));
+        assert_eq!(
+            quarantine::dead_letter(&conn, e.id).unwrap(),
+            DeadLetter::Evicted
+        );
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, VERSION);
+    }
 }

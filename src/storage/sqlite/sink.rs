@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, Transaction};
 
+use super::quarantine::{self, Bounds, Evicted};
 use crate::alerts::Alert;
-use crate::quarantine::Rejected;
 use crate::security::sequence::Window;
 use crate::storage::writer::Sink;
 use crate::storage::{PresenceUpdate, Result, WriteItem};
@@ -20,10 +20,6 @@ const UPSERT_READING: &str =
 
 const UPSERT_SERIES: &str = "INSERT INTO series (station, param, zone) VALUES (?1, ?2, ?3)
      ON CONFLICT (station, param) DO UPDATE SET zone = excluded.zone RETURNING id";
-
-const INSERT_QUARANTINE: &str = "INSERT INTO quarantine
-     (received_at, topic, encoding, reason, station, param, ts, value, detail, excerpt)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 /// A station's newest arrival (kept if newer) and record-counter window (kept unless none
 /// came), once per batch.
@@ -55,18 +51,18 @@ type SeriesIds = HashMap<Arc<str>, HashMap<Arc<str>, i64>>;
 pub struct SqliteSink {
     conn: Connection,
     series: SeriesIds,
-    quarantine_capacity: i64,
+    quarantine: Bounds,
     /// Whether readings are stored here (no: another backend holds them, and this database
     /// keeps the rest: alerts, quarantine, presence, rule state).
     readings: bool,
 }
 
 impl SqliteSink {
-    pub(super) fn new(conn: Connection, quarantine_capacity: usize) -> SqliteSink {
+    pub(super) fn new(conn: Connection, quarantine: Bounds) -> SqliteSink {
         SqliteSink {
             conn,
             series: HashMap::new(),
-            quarantine_capacity: i64::try_from(quarantine_capacity).unwrap_or(i64::MAX),
+            quarantine,
             readings: true,
         }
     }
@@ -76,8 +72,9 @@ impl SqliteSink {
         self.readings = false;
         self
     }
-    /// Commits `batch` in one transaction; returns the readings stored.
-    pub fn transact(&mut self, batch: &[WriteItem]) -> rusqlite::Result<usize> {
+    /// Commits `batch` in one transaction; returns the readings stored and what the
+    /// quarantine's bounds evicted (to be counted once committed).
+    pub fn transact(&mut self, batch: &[WriteItem]) -> rusqlite::Result<(usize, Evicted)> {
         let tx = self.conn.transaction()?;
         let mut rows = 0;
         let mut quarantined = false;
@@ -91,7 +88,7 @@ impl SqliteSink {
                 }
                 rows += item.readings.len();
                 if let Some(rejected) = &item.rejected {
-                    insert_rejected(&tx, rejected)?;
+                    quarantine::insert(&tx, rejected)?;
                     quarantined = true;
                 }
                 if let Some(p) = &item.presence {
@@ -121,14 +118,13 @@ impl SqliteSink {
                 window.as_ref().map(|w| w.as_slice()),
             ])?;
         }
-        if quarantined {
-            tx.execute(
-                "DELETE FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - ?1",
-                [self.quarantine_capacity],
-            )?;
-        }
+        let evicted = if quarantined {
+            quarantine::enforce(&tx, self.quarantine)?
+        } else {
+            Evicted::default()
+        };
         tx.commit()?;
-        Ok(rows)
+        Ok((rows, evicted))
     }
 
     fn delete_older(&mut self, cutoff: Timestamp) -> Result<u64> {
@@ -144,11 +140,12 @@ impl SqliteSink {
 
 impl Sink for SqliteSink {
     fn commit(&mut self, items: &[WriteItem]) -> Result<usize> {
-        self.transact(items).map_err(|e| {
+        let (rows, evicted) = self.transact(items).inspect_err(|_| {
             // Ids created in the failed transaction were rolled back with it.
             self.series.clear();
-            e.into()
-        })
+        })?;
+        evicted.count();
+        Ok(rows)
     }
 
     fn prune(&mut self, cutoff: Timestamp) -> Result<u64> {
@@ -198,25 +195,6 @@ fn upsert_alert(tx: &Transaction<'_>, a: &Alert) -> rusqlite::Result<()> {
         a.updated_at.as_millis(),
         body,
     ])?;
-    Ok(())
-}
-
-fn insert_rejected(tx: &Transaction<'_>, rejected: &Rejected) -> rusqlite::Result<()> {
-    let mut insert = tx.prepare_cached(INSERT_QUARANTINE)?;
-    for r in &rejected.rejections {
-        insert.execute(params![
-            rejected.received_at.as_millis(),
-            rejected.topic,
-            rejected.encoding.map(|e| e.as_str()),
-            r.reason.code(),
-            r.station,
-            r.param,
-            r.ts.map(Timestamp::as_millis),
-            r.value.filter(|v| v.is_finite()),
-            r.detail,
-            rejected.excerpt,
-        ])?;
-    }
     Ok(())
 }
 
