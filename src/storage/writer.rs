@@ -43,6 +43,10 @@ pub trait Sink: Send + 'static {
     fn close(&mut self) {}
 }
 
+/// Bytes of rejected payloads (kept whole for the dead-letter store) one batch gathers at
+/// most: a batch of rejected messages without readings stays well within one spool record.
+pub const BATCH_MAX_PAYLOAD_BYTES: usize = 32 * 1024 * 1024;
+
 /// Writer settings.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -244,22 +248,29 @@ impl Worker {
         self.sink.close();
     }
 
-    /// Takes writes after `first` until the batch is full, the delay is over, or a control
+    /// Takes writes after `first` until the batch is full (`batch_max_rows` readings, or
+    /// [`BATCH_MAX_PAYLOAD_BYTES`] of rejected payloads), the delay is over, or a control
     /// command arrives (returned, to be answered after the batch).
     fn gather(&mut self, first: Command, batch: &mut Vec<WriteItem>) -> Option<Command> {
         let deadline = Instant::now() + self.config.batch_max_delay;
         let mut next = Some(first);
         let mut rows = 0;
+        let mut payload_bytes = 0;
         loop {
             match next.take() {
                 Some(Command::Write(item)) => {
                     rows += item.readings.len();
+                    payload_bytes += item
+                        .rejected
+                        .as_ref()
+                        .and_then(|r| r.payload.as_ref())
+                        .map_or(0, Vec::len);
                     batch.push(item);
                 }
                 Some(other) => return Some(other),
                 None => {}
             }
-            if rows >= self.config.batch_max_rows {
+            if rows >= self.config.batch_max_rows || payload_bytes >= BATCH_MAX_PAYLOAD_BYTES {
                 return None;
             }
             next = match self.rx.try_recv() {
