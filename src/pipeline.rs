@@ -178,7 +178,9 @@ impl Pipeline {
             gateway: None,
         });
         let rejected = (!outcome.rejected.is_empty()).then(|| {
-            let station = Some(parsed.station);
+            // The quarantine's share is the registry station's: names outside the registry
+            // (which anyone on an open broker can spray) all share the "no station" one.
+            let station = registry.station(parsed.station).map(|s| &*s.id);
             self.rejected(
                 topic,
                 Some(encoding),
@@ -264,7 +266,10 @@ impl Pipeline {
         now: Timestamp,
         rejection: Rejection,
     ) -> Processed {
-        let station = rejection.station.clone();
+        let station = rejection
+            .station
+            .clone()
+            .filter(|s| self.registry.load().station(s).is_some());
         let rejected = self.rejected(
             topic,
             encoding,
@@ -280,7 +285,7 @@ impl Pipeline {
     }
 
     /// Counts, logs and packages the rejections of one message into one quarantine entry
-    /// (`station`: the station of the topic it came on).
+    /// (`station`: the registry station of the topic it came on, if it is one).
     fn rejected(
         &self,
         topic: &str,
@@ -508,6 +513,25 @@ mod tests {
         }
         assert_eq!(counters.get(Reason::MalformedPayload), 1);
         assert_eq!(counters.get(Reason::UnknownTopic), 1);
+    }
+
+    #[test]
+    fn made_up_station_names_count_against_the_no_station_share_of_the_quarantine() {
+        let (p, _, _) = pipeline();
+        let sprayed = [
+            (
+                "quantrac/v1/DN-AMATA/MADE-UP-1/telemetry/json",
+                &b"{oops"[..],
+            ),
+            ("quantrac/v1/DN-AMATA/MADE-UP-2/status", b"online"),
+            ("quantrac/v1/DN-AMATA/DN-AMATA-WW01/telemetry/xml", b"<x/>"),
+        ];
+        for (topic, payload) in sprayed {
+            let rejected = p.process(topic, payload, NOW).item.rejected.unwrap();
+            assert_eq!(rejected.station, None, "{topic}");
+        }
+        let rejected = p.process(TOPIC, b"{oops", NOW).item.rejected.unwrap();
+        assert_eq!(rejected.station.as_deref(), Some("DN-AMATA-WW01"));
     }
 
     #[test]

@@ -122,8 +122,10 @@ pub struct Rejected {
     pub received_at: Timestamp,
     pub topic: String,
     pub encoding: Option<Encoding>,
-    /// The station the message came from (its topic's, or its file's): whose share of the
-    /// quarantine it counts against. `None` when the source names none (an unknown topic).
+    /// The registry station the message came from (its topic's, or its file's): whose share
+    /// of the quarantine it counts against. `None` when the source names no station of the
+    /// registry (an unknown topic, an unknown station): those share one "no station" share,
+    /// so that spraying made-up station names cannot claim shares of their own.
     pub station: Option<String>,
     /// The start of the payload, for a glance (text as is, binary as hex).
     pub excerpt: String,

@@ -223,7 +223,10 @@ impl Intake {
                 now,
                 source.origin(file),
                 Some(Encoding::Tt10),
-                station.map(str::to_owned),
+                // A name outside the registry shares the "no station" part of the quarantine.
+                station
+                    .filter(|_| reason != Reason::UnknownStation)
+                    .map(str::to_owned),
                 body,
                 self.pipeline.excerpt_bytes(),
                 [rejection],
