@@ -44,6 +44,9 @@ pub const READINGS_ACCEPTED_TOTAL: &str = "quantrac_readings_accepted_total";
 pub const REJECTIONS_TOTAL: &str = "quantrac_rejections_total";
 /// Readings committed by the store.
 pub const STORE_READINGS_TOTAL: &str = "quantrac_store_readings_total";
+/// Stored readings replaced by a different value or status for the same `(station, param,
+/// ts)`; the earlier version is kept as a revision.
+pub const READING_REVISIONS_TOTAL: &str = "quantrac_reading_revisions_total";
 /// Rows per store transaction.
 pub const STORE_BATCH_ROWS: &str = "quantrac_store_batch_rows";
 /// Duration of one store transaction, in seconds.

@@ -30,7 +30,8 @@ use super::sqlite::{SqliteConfig, SqliteStore, StateReader};
 use super::writer::{Sink, Writer};
 use super::{
     AggregateQuery, AlertPage, AlertQuery, Error, LatestRow, PresenceRow, QuarantinePage,
-    QuarantineQuery, RawQuery, ReadingPage, Result, SeriesBuckets, Store, WriteItem,
+    QuarantineQuery, RawQuery, ReadingPage, Result, RevisionPage, RevisionQuery, SeriesBuckets,
+    Store, WriteItem,
 };
 use crate::alerts::Alert;
 use crate::config::QuestDbConfig;
@@ -160,6 +161,10 @@ impl Store for QuestDbStore {
 
     async fn presence(&self) -> Result<Vec<PresenceRow>> {
         self.state.presence().await
+    }
+
+    async fn revisions(&self, query: RevisionQuery) -> Result<RevisionPage> {
+        self.state.revisions(query).await
     }
 
     async fn quarantine(&self, query: QuarantineQuery) -> Result<QuarantinePage> {
