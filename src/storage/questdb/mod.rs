@@ -16,6 +16,7 @@
 //! then read" sees every write.
 
 pub mod read;
+pub mod rewrites;
 pub mod schema;
 pub mod sink;
 pub mod sql;
@@ -36,9 +37,6 @@ use super::{
 use crate::alerts::Alert;
 use crate::config::QuestDbConfig;
 use crate::telemetry::Timestamp;
-
-/// How long `flush` waits for QuestDB to apply what it acknowledged.
-const APPLY_WAIT: Duration = Duration::from_secs(10);
 
 pub struct QuestDbStore {
     writer: Writer,
@@ -97,8 +95,16 @@ impl QuestDbStore {
             tracing::info!(%build, table = %config.table, "QuestDB server");
             schema::create(&client, &config.table, ttl_days).await?;
         }
+        let newest = read::latest(&*pool.get().await.map_err(pg_error)?, &config.table).await?;
+        let rewrites = rewrites::Rewrites::new(
+            pool.clone(),
+            tokio::runtime::Handle::current(),
+            config.table.clone(),
+            newest,
+        );
         let (state_sink, state) = SqliteStore::state_parts(&local)?;
-        let mut sink: Box<dyn Sink> = Box::new(sink::QuestSink::new(config, state_sink)?);
+        let mut sink: Box<dyn Sink> =
+            Box::new(sink::QuestSink::new(config, state_sink)?.with_rewrites(rewrites));
         if let Some(switch) = faults {
             sink = switch.wrap(sink);
         }
@@ -133,18 +139,7 @@ impl Store for QuestDbStore {
             // Spooled, not yet in QuestDB: durable, visible once replayed.
             return Ok(());
         }
-        let client = self.client().await?;
-        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
-        while !read::applied(&client, &self.table).await? {
-            if tokio::time::Instant::now() > deadline {
-                return Err(Error::Unavailable(
-                    "QuestDB did not apply its WAL in time".into(),
-                ));
-            }
-            // QuestDB offers no notification for WAL apply: poll its own bookkeeping.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
+        read::wait_applied(&*self.client().await?, &self.table).await
     }
 
     async fn readings(&self, query: RawQuery) -> Result<ReadingPage> {
