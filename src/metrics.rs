@@ -50,6 +50,9 @@ pub const QUARANTINE_EVICTED_TOTAL: &str = "quantrac_quarantine_evicted_total";
 pub const DEAD_LETTERS_DROPPED_TOTAL: &str = "quantrac_dead_letters_dropped_total";
 /// Readings committed by the store.
 pub const STORE_READINGS_TOTAL: &str = "quantrac_store_readings_total";
+/// Stored readings replaced by a different value or status for the same `(station, param,
+/// ts)`; the earlier version is kept as a revision.
+pub const READING_REVISIONS_TOTAL: &str = "quantrac_reading_revisions_total";
 /// Rows per store transaction.
 pub const STORE_BATCH_ROWS: &str = "quantrac_store_batch_rows";
 /// Duration of one store transaction, in seconds.

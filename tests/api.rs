@@ -9,6 +9,7 @@ use firmware_sim::{Encoding, Status};
 
 const ZONE: &str = "BN-VSIP";
 const AQ: &str = "BN-VSIP-AQ01";
+const WW: &str = "BN-VSIP-WW01";
 
 async fn with_hourly_pm25(site: &Site, hours: i64, end: i64) -> Service {
     let svc = site.start().await;
@@ -469,10 +470,55 @@ range = [0, 2000]
     svc.stop().await;
 }
 
+/// Readings are evidence: COD 900 at T then COD 20 at T stores 20 and keeps 900 as a revision
+/// the API shows; an identical re-send keeps nothing more.
+async fn a_reading_rewritten_with_another_value_keeps_its_earlier_version(store: StoreKind) {
+    let Some(site) = Site::on(store, Broker::Embedded, "revisions") else {
+        return;
+    };
+    let svc = site.start().await;
+    let gw = svc.publisher().await;
+    let t = recent_minute(5);
+    for (seq, value) in [(1, 900.0), (2, 20.0), (3, 20.0)] {
+        let r = record(WW, t, seq, &[("COD", value, "mg/L")]);
+        gw.publish_records(ZONE, WW, Encoding::Json, &[r])
+            .await
+            .unwrap();
+    }
+    svc.wait_processed(3).await;
+    gw.disconnect().await.unwrap();
+    let range = format!("from={}&to={}", ms(t), ms(t + 60_000));
+    let body = svc
+        .ok(&format!("/api/v1/readings?station={WW}&param=COD&{range}"))
+        .await;
+    let readings = body["readings"].as_array().unwrap();
+    assert_eq!(readings.len(), 1, "{body}");
+    assert_eq!(readings[0]["value"], 20.0);
+    let body = svc
+        .ok(&format!(
+            "/api/v1/readings/revisions?station={WW}&param=COD&{range}"
+        ))
+        .await;
+    let revisions = body["revisions"].as_array().unwrap();
+    assert_eq!(revisions.len(), 1, "{body}");
+    assert_eq!(revisions[0]["value"], 900.0);
+    assert_eq!(revisions[0]["status"], "00");
+    assert_eq!(revisions[0]["unit"], "mg/L");
+    assert_eq!(revisions[0]["ts"], readings[0]["ts"]);
+    assert!(revisions[0]["replaced_at"].as_str().is_some(), "{body}");
+    let text = svc.metrics_text().await;
+    assert!(
+        text.contains("quantrac_reading_revisions_total 1"),
+        "counted once: {text}"
+    );
+    svc.stop().await;
+}
+
 on_both_stores!(
     raw_readings_page_through_the_api_with_cursors_without_gaps_or_repeats,
     aggregates_bucket_on_vietnam_days_and_describe_valid_data_by_default,
     health_readiness_and_metrics_report_the_broker_and_the_store,
+    a_reading_rewritten_with_another_value_keeps_its_earlier_version,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,11 +10,13 @@ use super::params::{self, Params};
 use super::{ApiError, ApiResult, ApiState};
 use crate::registry::Station;
 use crate::security::Role;
-use crate::storage::{AggregateQuery, RawQuery as RawReadings};
+use crate::storage::{AggregateQuery, RawQuery as RawReadings, RevisionQuery};
 use crate::telemetry::{Status, Timestamp};
 
 pub fn routes() -> Router<ApiState> {
-    Router::new().route("/readings", need(Role::Viewer, get(readings)))
+    Router::new()
+        .route("/readings", need(Role::Viewer, get(readings)))
+        .route("/readings/revisions", need(Role::Viewer, get(revisions)))
 }
 
 /// The aggregate a bucketed query returns.
@@ -110,6 +112,56 @@ async fn readings(State(state): State<ApiState>, RawQuery(q): RawQuery) -> ApiRe
             raw(&state, station, names, (from, to), limit, after, status).await
         }
     }
+}
+
+/// `GET /readings/revisions`: the earlier versions of a station's readings that a later write
+/// of the same `(param, ts)` replaced with a different value or status, oldest reading first.
+async fn revisions(State(state): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult<Json<Value>> {
+    let mut p = Params::parse(q.as_deref())?;
+    let station_id = p.required("station")?;
+    let registry = state.registry.load();
+    let station = registry
+        .station(&station_id)
+        .ok_or_else(|| ApiError::unknown_station(&station_id))?;
+    let names = param_names(station, p.take("param"))?;
+    let (from, to) = params::range(
+        &mut p,
+        state.offset(),
+        Timestamp::now(),
+        state.config.default_range,
+        state.config.max_range,
+    )?;
+    let limit = match p.take("limit") {
+        Some(l) => params::bounded("limit", &l, state.config.max_page_size)?,
+        None => state.config.default_page_size,
+    };
+    p.finish()?;
+    let page = state
+        .store
+        .revisions(RevisionQuery {
+            station: station.id.to_string(),
+            params: names,
+            from,
+            to,
+            limit,
+        })
+        .await?;
+    let revisions: Vec<Value> = page
+        .revisions
+        .iter()
+        .map(|r| {
+            json!({"param": r.param, "ts": state.time(r.ts), "value": r.value,
+                   "unit": unit(station, &r.param), "status": r.status.code(),
+                   "replaced_at": state.time(r.replaced_at)})
+        })
+        .collect();
+    Ok(Json(json!({
+        "station": station.id,
+        "from": state.time(from),
+        "to": state.time(to),
+        "revisions": revisions,
+        "has_more": page.has_more,
+    })))
 }
 
 /// A query's cost is the series it reads times the days it spans (a started day counts).

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::alerts::{Alert, AlertState, RuleKind, Severity};
 use crate::quarantine::{DeadLetter, Reason, Rejected, Rejection};
-use crate::storage::AlertQuery;
+use crate::storage::{AlertQuery, RevisionQuery};
 use crate::telemetry::time::VIETNAM_OFFSET_SECS;
 use crate::telemetry::{Encoding, GatewayState, Reading, Status, Timestamp};
 
@@ -37,6 +37,7 @@ macro_rules! storage_conformance_tests {
         $crate::storage_conformance_tests!(@each $backend;
             a_written_reading_reads_back_exactly,
             rewriting_a_key_stores_it_once_and_the_last_value_wins,
+            a_changed_rewrite_keeps_the_earlier_version_and_an_identical_one_keeps_nothing,
             raw_pages_follow_ts_then_param_order_and_cursors_neither_skip_nor_repeat,
             from_is_inclusive_and_to_is_exclusive,
             the_status_filter_selects_readings_by_status,
@@ -177,6 +178,83 @@ pub async fn a_written_reading_reads_back_exactly(b: &dyn Backend) {
         .all(|r| r.status == Status::Calibrating));
     assert_eq!(page.readings[2].ts, at(t0, 2));
     assert!(!page.has_more);
+    store.close().await.unwrap();
+}
+
+/// COD 900 at T, then COD 20 at T: 20 is stored, 900 is kept as a revision. Re-sending 20
+/// (idempotent) keeps nothing more; a status change is a revision too, also within one item.
+pub async fn a_changed_rewrite_keeps_the_earlier_version_and_an_identical_one_keeps_nothing(
+    b: &dyn Backend,
+) {
+    let store = b.open("revisions").await;
+    let s = station("revisions");
+    let t0 = base_time();
+    let other = at(t0, 1);
+    write_durably(
+        &*store,
+        vec![
+            reading(&s, "COD", t0, 900.0, Status::Measuring),
+            reading(&s, "COD", other, 5.0, Status::Measuring),
+        ],
+    )
+    .await;
+    write_durably(
+        &*store,
+        vec![reading(&s, "COD", t0, 20.0, Status::Measuring)],
+    )
+    .await;
+    write_durably(
+        &*store,
+        vec![reading(&s, "COD", t0, 20.0, Status::Measuring)],
+    )
+    .await;
+    write_durably(
+        &*store,
+        vec![
+            reading(&s, "COD", other, 5.0, Status::Calibrating),
+            reading(&s, "COD", other, 6.0, Status::Calibrating),
+        ],
+    )
+    .await;
+    let page = store
+        .readings(raw(&s, &["COD"], t0, at(t0, 2), 10))
+        .await
+        .unwrap();
+    let stored: Vec<(f64, Status)> = page.readings.iter().map(|r| (r.value, r.status)).collect();
+    assert_eq!(
+        stored,
+        [(20.0, Status::Measuring), (6.0, Status::Calibrating)],
+        "the last write wins"
+    );
+    let history = store
+        .revisions(RevisionQuery {
+            station: s.clone(),
+            params: vec!["COD".into()],
+            from: t0,
+            to: at(t0, 2),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let kept: Vec<(Timestamp, f64, Status)> = history
+        .revisions
+        .iter()
+        .map(|r| (r.ts, r.value, r.status))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (t0, 900.0, Status::Measuring),
+            (other, 5.0, Status::Measuring),
+            (other, 5.0, Status::Calibrating),
+        ],
+        "every replaced version, oldest reading first; the identical re-send added none"
+    );
+    assert!(!history.has_more);
+    assert!(history
+        .revisions
+        .iter()
+        .all(|r| r.param == "COD" && r.station == s));
     store.close().await.unwrap();
 }
 

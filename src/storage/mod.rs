@@ -14,6 +14,9 @@
 //! - **Identity.** A reading is keyed by `(station, param, ts)` (milliseconds). Writing the
 //!   same key again stores it once; the last value written wins (QuestDB `DEDUP UPSERT`
 //!   semantics, so that both backends agree).
+//! - **Revisions.** A write that changes the value or status of a stored key keeps the
+//!   earlier version ([`Store::revisions`], counted in `quantrac_reading_revisions_total`);
+//!   an identical re-send keeps nothing.
 //! - **Durability before confirmation.** [`Store::write`] queues an item; the item's
 //!   [`Durable`](crate::ack::Durable) is confirmed only once the item is committed so that it
 //!   survives a crash. Items are committed in the order they were queued.
@@ -185,6 +188,37 @@ pub struct LatestRow {
     pub status: Status,
 }
 
+/// An earlier version of a stored reading, replaced by a write of the same `(station, param,
+/// ts)` with a different value or status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revision {
+    pub station: String,
+    pub param: String,
+    pub ts: Timestamp,
+    /// The value and status this version had.
+    pub value: f64,
+    pub status: Status,
+    /// When the store replaced it.
+    pub replaced_at: Timestamp,
+}
+
+/// Earlier versions of one station's readings whose time is in `[from, to)`, ordered by
+/// `(ts, param, replaced_at)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RevisionQuery {
+    pub station: String,
+    pub params: Vec<String>,
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RevisionPage {
+    pub revisions: Vec<Revision>,
+    pub has_more: bool,
+}
+
 /// Quarantine listing, newest first.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QuarantineQuery {
@@ -247,6 +281,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The stored presence of every station seen.
     async fn presence(&self) -> Result<Vec<PresenceRow>>;
+
+    /// Earlier versions of readings that were replaced (revision history).
+    async fn revisions(&self, query: RevisionQuery) -> Result<RevisionPage>;
 
     /// Quarantine entries (one per rejected message), newest first.
     async fn quarantine(&self, query: QuarantineQuery) -> Result<QuarantinePage>;

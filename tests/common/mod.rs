@@ -300,7 +300,7 @@ impl Service {
     }
 
     /// Waits (on the service's progress signal, bounded) until `n` messages are durable and
-    /// acknowledged.
+    /// acknowledged, then until the store shows them to queries.
     pub async fn wait_processed(&self, n: u64) {
         let done =
             tokio::time::timeout(Duration::from_secs(30), self.running.wait_processed(n)).await;
@@ -308,6 +308,9 @@ impl Service {
             let got = *self.running.processed().borrow();
             panic!("only {got} of {n} messages were processed within 30 s");
         }
+        // Durable is not yet visible on QuestDB (its WAL is applied a moment later, longer
+        // on a busy machine): wait for that too, so that the next query sees the messages.
+        self.running.store().flush().await.expect("store flush");
     }
 
     pub async fn get(&self, path_and_query: &str) -> (u16, Value) {

@@ -16,6 +16,7 @@
 //! then read" sees every write.
 
 pub mod read;
+pub mod rewrites;
 pub mod schema;
 pub mod sink;
 pub mod sql;
@@ -30,14 +31,12 @@ use super::sqlite::{SqliteConfig, SqliteStore, StateReader};
 use super::writer::{Sink, Writer};
 use super::{
     AggregateQuery, AlertPage, AlertQuery, Error, LatestRow, PresenceRow, QuarantinePage,
-    QuarantineQuery, RawQuery, ReadingPage, Result, SeriesBuckets, Store, WriteItem,
+    QuarantineQuery, RawQuery, ReadingPage, Result, RevisionPage, RevisionQuery, SeriesBuckets,
+    Store, WriteItem,
 };
 use crate::alerts::Alert;
 use crate::config::QuestDbConfig;
 use crate::telemetry::Timestamp;
-
-/// How long `flush` waits for QuestDB to apply what it acknowledged.
-const APPLY_WAIT: Duration = Duration::from_secs(10);
 
 pub struct QuestDbStore {
     writer: Writer,
@@ -96,8 +95,16 @@ impl QuestDbStore {
             tracing::info!(%build, table = %config.table, "QuestDB server");
             schema::create(&client, &config.table, ttl_days).await?;
         }
+        let newest = read::latest(&*pool.get().await.map_err(pg_error)?, &config.table).await?;
+        let rewrites = rewrites::Rewrites::new(
+            pool.clone(),
+            tokio::runtime::Handle::current(),
+            config.table.clone(),
+            newest,
+        );
         let (state_sink, state) = SqliteStore::state_parts(&local)?;
-        let mut sink: Box<dyn Sink> = Box::new(sink::QuestSink::new(config, state_sink)?);
+        let mut sink: Box<dyn Sink> =
+            Box::new(sink::QuestSink::new(config, state_sink)?.with_rewrites(rewrites));
         if let Some(switch) = faults {
             sink = switch.wrap(sink);
         }
@@ -132,18 +139,7 @@ impl Store for QuestDbStore {
             // Spooled, not yet in QuestDB: durable, visible once replayed.
             return Ok(());
         }
-        let client = self.client().await?;
-        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
-        while !read::applied(&client, &self.table).await? {
-            if tokio::time::Instant::now() > deadline {
-                return Err(Error::Unavailable(
-                    "QuestDB did not apply its WAL in time".into(),
-                ));
-            }
-            // QuestDB offers no notification for WAL apply: poll its own bookkeeping.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
+        read::wait_applied(&*self.client().await?, &self.table).await
     }
 
     async fn readings(&self, query: RawQuery) -> Result<ReadingPage> {
@@ -160,6 +156,10 @@ impl Store for QuestDbStore {
 
     async fn presence(&self) -> Result<Vec<PresenceRow>> {
         self.state.presence().await
+    }
+
+    async fn revisions(&self, query: RevisionQuery) -> Result<RevisionPage> {
+        self.state.revisions(query).await
     }
 
     async fn quarantine(&self, query: QuarantineQuery) -> Result<QuarantinePage> {

@@ -237,6 +237,24 @@ pub async fn latest(client: &tokio_postgres::Client, table: &str) -> Result<Vec<
     Ok(out)
 }
 
+/// How long [`wait_applied`] waits for QuestDB to apply what it acknowledged.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until every committed write to `table` is visible to queries ([`applied`]).
+pub async fn wait_applied(client: &tokio_postgres::Client, table: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+    while !applied(client, table).await? {
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::Unavailable(
+                "QuestDB did not apply its WAL in time".into(),
+            ));
+        }
+        // QuestDB offers no notification for WAL apply: poll its own bookkeeping.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// Whether every committed write to `readings` is visible to queries.
 ///
 /// In `wal_tables()`, `writerTxn` is the last transaction readers see and `sequencerTxn` the

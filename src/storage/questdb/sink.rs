@@ -11,6 +11,7 @@
 
 use questdb::ingress::{Buffer, ProtocolVersion, Sender, SenderBuilder, TimestampMicros};
 
+use super::rewrites::Rewrites;
 use crate::config::QuestDbConfig;
 use crate::storage::sqlite::SqliteSink;
 use crate::storage::writer::Sink;
@@ -74,6 +75,8 @@ pub fn sender(config: &QuestDbConfig) -> Result<Sender> {
 
 pub struct QuestSink {
     config: QuestDbConfig,
+    /// Finds the stored versions a batch replaces (kept as revisions).
+    rewrites: Option<Rewrites>,
     /// `None` after the client said the connection must be rebuilt.
     sender: Option<Sender>,
     buffer: Buffer,
@@ -86,10 +89,17 @@ impl QuestSink {
         let buffer = sender.new_buffer();
         Ok(QuestSink {
             config: config.clone(),
+            rewrites: None,
             sender: Some(sender),
             buffer,
             state,
         })
+    }
+
+    /// Keeps the earlier versions of readings that batches replace.
+    pub fn with_rewrites(mut self, rewrites: Rewrites) -> QuestSink {
+        self.rewrites = Some(rewrites);
+        self
     }
 
     fn send_readings(&mut self, items: &[WriteItem]) -> Result<usize> {
@@ -136,10 +146,19 @@ impl QuestSink {
 
 impl Sink for QuestSink {
     fn commit(&mut self, items: &[WriteItem]) -> Result<usize> {
-        // Readings first: if QuestDB refuses, the whole batch (state included) is spooled and
+        // The versions this batch replaces are kept before QuestDB overwrites them: a crash
+        // in between can at worst keep a revision twice, never lose one.
+        if let Some(rewrites) = &self.rewrites {
+            let replaced = rewrites.find(items, Timestamp::now())?;
+            self.state.keep_revisions(&replaced)?;
+        }
+        // Readings next: if QuestDB refuses, the whole batch (state included) is spooled and
         // replayed later, and replaying rows QuestDB already has changes nothing.
         let rows = self.send_readings(items)?;
         self.state.commit(items)?;
+        if let Some(rewrites) = &mut self.rewrites {
+            rewrites.stored(items);
+        }
         Ok(rows)
     }
 

@@ -1,6 +1,6 @@
 //! The embedded store: SQLite (bundled, WAL mode) in `<storage.path>/quantrac.db`.
 //!
-//! # Schema (version 4, `PRAGMA user_version`)
+//! # Schema (version 5, `PRAGMA user_version`)
 //! ```text
 //! series     (id INTEGER PRIMARY KEY, station, param, zone, UNIQUE (station, param))
 //! readings   (series, ts, value REAL, status 0|1|2, PRIMARY KEY (series, ts)) WITHOUT ROWID
@@ -15,6 +15,8 @@
 //!             state 'open'|'acknowledged'|'resolved', first_at, last_at, resolved_at,
 //!             updated_at, body: the whole alert as JSON)                       [v2]
 //! rule_state (station PRIMARY KEY, blob: the alert engine's state, updated_at) [v2]
+//! reading_revisions (id, station, param, ts, value, status, replaced_at: earlier versions
+//!             of replaced readings, kept by a trigger on `readings`)          [v5]
 //! ```
 //! Times are UTC epoch milliseconds.
 //!
@@ -42,6 +44,7 @@
 
 pub mod quarantine;
 mod read;
+mod revisions;
 mod schema;
 mod sink;
 
@@ -55,7 +58,8 @@ use super::faults::FaultSwitch;
 use super::writer::{Writer, WriterConfig};
 use super::{
     AggregateQuery, AlertPage, AlertQuery, Error, LatestRow, PresenceRow, QuarantinePage,
-    QuarantineQuery, RawQuery, ReadingPage, Result, SeriesBuckets, Store, WriteItem,
+    QuarantineQuery, RawQuery, ReadingPage, Result, RevisionPage, RevisionQuery, SeriesBuckets,
+    Store, WriteItem,
 };
 use crate::alerts::Alert;
 use crate::config::{QuarantineConfig, StorageConfig, SyncMode};
@@ -206,6 +210,10 @@ impl StateReader {
         self.read(move |c| read::alerts(c, &query)).await
     }
 
+    pub async fn revisions(&self, query: RevisionQuery) -> Result<RevisionPage> {
+        self.read(move |c| revisions::revisions(c, &query)).await
+    }
+
     pub async fn alert(&self, id: u64) -> Result<Option<Alert>> {
         self.read(move |c| read::alert(c, id)).await
     }
@@ -276,6 +284,10 @@ impl Store for SqliteStore {
 
     async fn dead_letter(&self, id: u64) -> Result<DeadLetter> {
         self.reader.dead_letter(id).await
+    }
+
+    async fn revisions(&self, query: RevisionQuery) -> Result<RevisionPage> {
+        self.reader.revisions(query).await
     }
 
     async fn alerts(&self, query: AlertQuery) -> Result<AlertPage> {

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::storage::{Error, Result};
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 const V1: &str = "
 CREATE TABLE series (
@@ -104,6 +104,31 @@ CREATE TABLE dead_letters (
 CREATE INDEX dead_letters_by_station ON dead_letters (station, entry, bytes);
 ";
 
+/// Version 5: earlier versions of readings that were replaced by a different value or status
+/// (evidence in enforcement cases must not change without a trace). Keyed by station and
+/// parameter rather than the series id, so that a backend keeping readings elsewhere
+/// (QuestDB) records its revisions here too. The trigger keeps the embedded store's upsert a
+/// single statement: it fires only when the upsert's `WHERE` let a changed row through.
+const V5: &str = "
+CREATE TABLE reading_revisions (
+    id          INTEGER PRIMARY KEY,
+    station     TEXT    NOT NULL,
+    param       TEXT    NOT NULL,
+    ts          INTEGER NOT NULL,
+    value       REAL    NOT NULL,
+    status      INTEGER NOT NULL CHECK (status IN (0, 1, 2)),
+    replaced_at INTEGER NOT NULL
+);
+CREATE INDEX reading_revisions_by_key ON reading_revisions (station, param, ts);
+CREATE TRIGGER readings_keep_revision AFTER UPDATE OF value, status ON readings
+BEGIN
+    INSERT INTO reading_revisions (station, param, ts, value, status, replaced_at)
+    SELECT station, param, old.ts, old.value, old.status,
+           CAST(unixepoch('subsec') * 1000 AS INTEGER)
+    FROM series WHERE id = old.series;
+END;
+";
+
 /// Creates or upgrades the schema. Refuses a database from a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -113,7 +138,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             supported: VERSION,
         });
     }
-    for (version, ddl) in [(1, V1), (2, V2), (3, V3), (4, V4)] {
+    for (version, ddl) in [(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)] {
         if found < version {
             let tx = conn.transaction()?;
             tx.execute_batch(ddl)?;

@@ -8,15 +8,19 @@ use rusqlite::{params, Connection, Transaction};
 
 use super::quarantine::{self, Bounds, Evicted};
 use crate::alerts::Alert;
+use crate::metrics as m;
 use crate::security::sequence::Window;
 use crate::storage::writer::Sink;
-use crate::storage::{PresenceUpdate, Result, WriteItem};
+use crate::storage::{PresenceUpdate, Result, Revision, WriteItem};
 use crate::telemetry::{Reading, Timestamp};
 
 const UPSERT_READING: &str =
     "INSERT INTO readings (series, ts, value, status) VALUES (?1, ?2, ?3, ?4)
      ON CONFLICT (series, ts) DO UPDATE SET value = excluded.value, status = excluded.status
      WHERE value IS NOT excluded.value OR status IS NOT excluded.status";
+
+const INSERT_REVISION: &str = "INSERT INTO reading_revisions
+     (station, param, ts, value, status, replaced_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 const UPSERT_SERIES: &str = "INSERT INTO series (station, param, zone) VALUES (?1, ?2, ?3)
      ON CONFLICT (station, param) DO UPDATE SET zone = excluded.zone RETURNING id";
@@ -77,6 +81,7 @@ impl SqliteSink {
     pub fn transact(&mut self, batch: &[WriteItem]) -> rusqlite::Result<(usize, Evicted)> {
         let tx = self.conn.transaction()?;
         let mut rows = 0;
+        let mut revisions = 0;
         let mut quarantined = false;
         let mut seen: HashMap<&Arc<str>, Seen<'_>> = HashMap::new();
         {
@@ -84,7 +89,16 @@ impl SqliteSink {
             for item in batch {
                 for r in item.readings.iter().filter(|_| self.readings) {
                     let series = series_id(&tx, &mut self.series, r)?;
-                    upsert.execute(params![series, r.ts.as_millis(), r.value, r.status.as_u8()])?;
+                    // The revision trigger's insert counts in the total but not in the
+                    // statement's own changes: the difference is the revisions kept.
+                    let before = tx.total_changes();
+                    let changed = upsert.execute(params![
+                        series,
+                        r.ts.as_millis(),
+                        r.value,
+                        r.status.as_u8()
+                    ])?;
+                    revisions += tx.total_changes() - before - changed as u64;
                 }
                 rows += item.readings.len();
                 if let Some(rejected) = &item.rejected {
@@ -124,13 +138,46 @@ impl SqliteSink {
             Evicted::default()
         };
         tx.commit()?;
+        if revisions > 0 {
+            metrics::counter!(m::READING_REVISIONS_TOTAL).increment(revisions);
+        }
         Ok((rows, evicted))
+    }
+
+    /// Keeps the earlier version of a reading that a backend storing readings elsewhere
+    /// found replaced (the embedded store's trigger does this itself).
+    pub fn keep_revisions(&mut self, revisions: &[Revision]) -> rusqlite::Result<()> {
+        if revisions.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(INSERT_REVISION)?;
+            for r in revisions {
+                insert.execute(params![
+                    r.station,
+                    r.param,
+                    r.ts.as_millis(),
+                    r.value,
+                    r.status.as_u8(),
+                    r.replaced_at.as_millis()
+                ])?;
+            }
+        }
+        tx.commit()?;
+        metrics::counter!(m::READING_REVISIONS_TOTAL).increment(revisions.len() as u64);
+        Ok(())
     }
 
     fn delete_older(&mut self, cutoff: Timestamp) -> Result<u64> {
         let tx = self.conn.transaction()?;
         let deleted = tx.execute(
             "DELETE FROM readings WHERE series IN (SELECT id FROM series) AND ts < ?1",
+            [cutoff.as_millis()],
+        )?;
+        // Earlier versions go with the readings they were replaced in.
+        tx.execute(
+            "DELETE FROM reading_revisions WHERE ts < ?1",
             [cutoff.as_millis()],
         )?;
         tx.commit()?;
