@@ -257,7 +257,10 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     let devices =
         mqtt::devices::Devices::load(&config.registry.seeds).map_err(mqtt::Error::from)?;
 
-    let security = SecurityDb::open(&config.security_db())?;
+    let security = SecurityDb::open_checked(
+        &config.security_db(),
+        config.storage.integrity_check_timeout,
+    )?;
     let tls = match &config.api.tls {
         Some(files) => Some(crate::security::tls::server_config(
             &files.cert,
@@ -362,6 +365,10 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
             config.security.auth_failure_burst,
             config.security.auth_failure_window,
         )),
+        streams: api::streams::StreamLimits::new(
+            config.api.max_streams_per_token,
+            config.api.max_streams,
+        ),
         reload: reloader(
             &config,
             &registry,

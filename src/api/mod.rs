@@ -1,7 +1,7 @@
 //! The HTTP API (axum): JSON under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`.
 //!
-//! One router per resource ([`stations`], [`readings`], [`quarantine`], [`alerts`],
-//! [`admin`], [`health`]), each route declaring the least role that may call it
+//! One router per resource ([`stations`], [`counters`], [`readings`], [`quarantine`],
+//! [`alerts`], [`admin`], [`health`]), each route declaring the least role that may call it
 //! ([`auth::need`]). Merged here with the middleware every request gets: a request id
 //! (`x-request-id`, generated when absent and echoed back), a trace span, a body size limit,
 //! a timeout answered as JSON, and a panic guard; everything but the health probes also goes
@@ -11,12 +11,14 @@
 mod admin;
 mod alerts;
 pub mod auth;
+mod counters;
 mod error;
 mod health;
 pub mod params;
 mod quarantine;
 mod readings;
 mod stations;
+pub mod streams;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -68,6 +70,8 @@ pub struct ApiState {
     pub sequences: crate::pipeline::SharedSequences,
     /// Tokens, the audit log, failed-authentication bursts.
     pub guard: Arc<auth::Guard>,
+    /// Caps on open event streams (`api.max_streams_per_token`, `api.max_streams`).
+    pub streams: Arc<streams::StreamLimits>,
     /// Re-reads the seeds (registry and alert rules): a summary, or why they are invalid.
     pub reload: Reload,
 }
@@ -106,6 +110,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(readings::routes())
         .merge(quarantine::routes())
         .merge(alerts::routes())
+        .merge(counters::routes())
         .merge(admin::routes());
     let guarded = Router::new().nest("/api/v1", v1).route(
         "/metrics",

@@ -5,13 +5,14 @@
 //!
 //! ```text
 //! record  := magic:[u8; 4] = "QSP1"  len:u32 LE  crc:u32 LE  payload:[u8; len]
-//! payload := bincode 2 standard() of Batch { version: u8 = 2, items: Vec<Item> }
+//! payload := bincode 2 standard() of Batch { version: u8 = 3, items: Vec<Item> }
 //! ```
 //!
 //! `crc` is the CRC-32 (IEEE) of `payload`; an `Item` is a [`WriteItem`] without its
-//! durability handle (readings, rejections, presence, alerts, rule state, record window).
-//! Version 1 items (without the record window) are still read, so that a spool left by an
-//! older build is replayed after an upgrade.
+//! durability handle (readings, rejections, presence, alerts, rule state, record window,
+//! record-window reset). Version 1 items (without the record window) and version 2 items
+//! (without the reset) are still read, so that a spool left by an older build is replayed
+//! after an upgrade.
 //!
 //! # Invariants
 //! - **Append, then fsync, then confirm.** A batch is acknowledged to the broker only after
@@ -62,7 +63,8 @@ use crate::telemetry::Reading;
 pub const FILE: &str = "spool.log";
 const MAGIC: [u8; 4] = *b"QSP1";
 const HEADER: usize = 12;
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+const VERSION_2: u8 = 2;
 const VERSION_1: u8 = 1;
 /// No single record may claim more than this (a damaged length field is caught early).
 const MAX_RECORD: usize = 256 * 1024 * 1024;
@@ -88,6 +90,7 @@ struct ItemRef<'a> {
     alerts: &'a [Alert],
     rule_states: &'a [(Arc<str>, Vec<u8>)],
     record_window: &'a Option<(Arc<str>, Window)>,
+    record_window_reset: &'a Option<Arc<str>>,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +101,32 @@ struct Item {
     alerts: Vec<Alert>,
     rule_states: Vec<(Arc<str>, Vec<u8>)>,
     record_window: Option<(Arc<str>, Window)>,
+    record_window_reset: Option<Arc<str>>,
+}
+
+/// An item as version 2 wrote it.
+#[derive(Deserialize)]
+struct ItemV2 {
+    readings: Vec<Reading>,
+    rejected: Option<Rejected>,
+    presence: Option<PresenceUpdate>,
+    alerts: Vec<Alert>,
+    rule_states: Vec<(Arc<str>, Vec<u8>)>,
+    record_window: Option<(Arc<str>, Window)>,
+}
+
+impl From<ItemV2> for Item {
+    fn from(i: ItemV2) -> Item {
+        Item {
+            readings: i.readings,
+            rejected: i.rejected,
+            presence: i.presence,
+            alerts: i.alerts,
+            rule_states: i.rule_states,
+            record_window: i.record_window,
+            record_window_reset: None,
+        }
+    }
 }
 
 /// An item as version 1 wrote it.
@@ -119,6 +148,7 @@ impl From<ItemV1> for Item {
             alerts: i.alerts,
             rule_states: i.rule_states,
             record_window: None,
+            record_window_reset: None,
         }
     }
 }
@@ -132,6 +162,7 @@ impl From<Item> for WriteItem {
             alerts: i.alerts,
             rule_states: i.rule_states,
             record_window: i.record_window,
+            record_window_reset: i.record_window_reset,
             done: None,
         }
     }
@@ -298,6 +329,7 @@ impl Spool {
                     alerts: &i.alerts,
                     rule_states: &i.rule_states,
                     record_window: &i.record_window,
+                    record_window_reset: &i.record_window_reset,
                 })
                 .collect(),
         };
@@ -459,6 +491,11 @@ fn decode(payload: &[u8], crc: u32) -> Option<Vec<WriteItem>> {
                 bincode::serde::decode_from_slice(payload, config).ok()?;
             batch.items
         }
+        VERSION_2 => {
+            let (batch, _): (Batch<ItemV2>, usize) =
+                bincode::serde::decode_from_slice(payload, config).ok()?;
+            batch.items.into_iter().map(Item::from).collect()
+        }
         VERSION_1 => {
             let (batch, _): (Batch<ItemV1>, usize) =
                 bincode::serde::decode_from_slice(payload, config).ok()?;
@@ -604,6 +641,57 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(replay.items[0].record_window, Some((station, window)));
+    }
+
+    #[test]
+    fn a_record_window_reset_comes_back_with_its_item_and_version_2_records_still_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        let station: Arc<str> = "S".into();
+        let mut reset = item(1.0);
+        reset.record_window_reset = Some(station.clone());
+        s.append(&[reset]).unwrap();
+        let replay = Spool::open(dir.path(), 1 << 20)
+            .unwrap()
+            .peek()
+            .unwrap()
+            .unwrap();
+        assert_eq!(replay.items[0].record_window_reset, Some(station));
+
+        #[derive(Serialize)]
+        struct ItemV2<'a> {
+            readings: &'a [Reading],
+            rejected: Option<Rejected>,
+            presence: Option<PresenceUpdate>,
+            alerts: Vec<Alert>,
+            rule_states: Vec<(Arc<str>, Vec<u8>)>,
+            record_window: Option<(Arc<str>, Window)>,
+        }
+        let old = item(8.0);
+        let batch = (
+            VERSION_2,
+            vec![ItemV2 {
+                readings: &old.readings,
+                rejected: None,
+                presence: None,
+                alerts: Vec::new(),
+                rule_states: Vec::new(),
+                record_window: None,
+            }],
+        );
+        let payload = bincode::serde::encode_to_vec(&batch, bincode::config::standard()).unwrap();
+        let mut record = MAGIC.to_vec();
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        record.extend_from_slice(&payload);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), record).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            s.peek().unwrap().unwrap().items[0].record_window_reset,
+            None
+        );
+        assert_eq!(values(&mut s), [8.0]);
     }
 
     #[test]
