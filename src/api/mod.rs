@@ -153,7 +153,7 @@ fn common_layers(routes: Router<ApiState>, state: ApiState) -> Router {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-                }))
+                }).on_failure(failed))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(axum::middleware::from_fn_with_state(limits, size_limits))
                 .layer(CatchPanicLayer::custom(|_| {
@@ -163,6 +163,24 @@ fn common_layers(routes: Router<ApiState>, state: ApiState) -> Router {
                 .timeout(timeout)
                 .layer(RequestBodyLimitLayer::new(body_limit)),
         )
+}
+
+/// 5xx answers are logged at most once a minute each way (the handler logs the cause of
+/// an internal error itself): a probe polling `/readyz` on a service that is not ready, or a
+/// full disk failing the same request again and again, would otherwise write an ERROR line
+/// per request.
+static RESPONSES_FAILED: crate::log_limit::LogLimit =
+    crate::log_limit::LogLimit::new(Duration::from_secs(60));
+
+fn failed(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: Duration,
+    _span: &tracing::Span,
+) {
+    if let Some(suppressed) = RESPONSES_FAILED.admit() {
+        tracing::error!(classification = %class, latency = ?latency, suppressed,
+            "response failed (5xx answers are logged at most once a minute)");
+    }
 }
 
 /// The size limits of a request, enforced by [`size_limits`].
