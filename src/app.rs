@@ -219,6 +219,10 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     // Install the recorder first, so that everything below is measured.
     let _ = crate::metrics::prometheus();
     let data_lock = lock_data_dir(&config.storage.path)?;
+    let descriptors = api::streams::open_file_limit();
+    if let Some(warning) = api::streams::headroom_warning(descriptors, config.api.max_streams) {
+        tracing::warn!("{warning}");
+    }
     let registry = Registry::load(&config.registry.seeds)?;
     let book = RuleBook::load(&config.registry.seeds)?;
     tracing::info!(seeds = %config.registry.seeds.display(), "registry loaded: {}; {} declared alert rules", registry.summary(), book.rules.len());

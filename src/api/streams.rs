@@ -159,9 +159,44 @@ impl<T> Stream for Held<T> {
     }
 }
 
+/// The soft limit on open files of this process (`Max open files` in `/proc/self/limits`;
+/// `None` elsewhere or when unlimited).
+pub fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// A warning when `max_streams` event streams could take more than half of `limit` file
+/// descriptors, leaving too little for the API, the probes, the device endpoint and the
+/// store.
+pub fn headroom_warning(limit: Option<u64>, max_streams: usize) -> Option<String> {
+    let limit = limit?;
+    ((max_streams as u64).saturating_mul(2) > limit).then(|| {
+        format!(
+            "api.max_streams ({max_streams}) event streams could take more than half of the \
+             {limit} file descriptors this process may open: raise the limit (LimitNOFILE, \
+             ulimit -n) or lower api.max_streams"
+        )
+    })
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_that_could_take_half_the_descriptors_are_warned_about() {
+        assert_eq!(headroom_warning(Some(1024), 256), None);
+        assert_eq!(headroom_warning(None, 100_000), None);
+        let warning = headroom_warning(Some(1024), 600).unwrap();
+        assert!(
+            warning.contains("1024") && warning.contains("600"),
+            "{warning}"
+        );
+        assert!(open_file_limit().is_none_or(|l| l > 0));
+    }
 
     #[test]
     fn streams_are_capped_per_token_and_in_all_and_a_dropped_permit_frees_its_slot() {
