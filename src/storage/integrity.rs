@@ -3,15 +3,16 @@
 //!
 //! A damaged page would otherwise go unnoticed until a query reads it (a readings range
 //! answered 500 "malformed", hours later), while `/readyz` said all was well. `quick_check`
-//! reads every page of the file and checks the b-tree structure (not index contents, which
-//! `integrity_check` would also compare and which takes several times longer). It runs before
+//! reads every page of the file and checks the b-tree structure (not that index entries match
+//! their rows, which `integrity_check` also compares, at a higher cost). It runs before
 //! anything else touches the file; a damaged file stops the start with an error that names it
 //! and says what to do (`docs/operations.md`).
 //!
-//! The check reads the whole file: on a large store it can take a while (about a second per
-//! gigabyte on an SSD). It is cut short after `storage.integrity_check_timeout` (a timer
-//! interrupts the statement), which is logged: the start goes on with the file only partly
-//! checked. A timeout of zero skips the check.
+//! The check reads and checks every page: 4 to 6 s for 200 MB (8 million readings) as
+//! measured on a two-core test machine, so a multi-gigabyte embedded store takes minutes. It is
+//! cut short after `storage.integrity_check_timeout` (a timer interrupts the statement), which
+//! is logged: the start goes on with the file only partly checked.
+//! A timeout of zero skips the check.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
