@@ -219,6 +219,10 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     // Install the recorder first, so that everything below is measured.
     let _ = crate::metrics::prometheus();
     let data_lock = lock_data_dir(&config.storage.path)?;
+    let descriptors = api::streams::open_file_limit();
+    if let Some(warning) = api::streams::headroom_warning(descriptors, config.api.max_streams) {
+        tracing::warn!("{warning}");
+    }
     let registry = Registry::load(&config.registry.seeds)?;
     let book = RuleBook::load(&config.registry.seeds)?;
     tracing::info!(seeds = %config.registry.seeds.display(), "registry loaded: {}; {} declared alert rules", registry.summary(), book.rules.len());
@@ -257,7 +261,10 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
     let devices =
         mqtt::devices::Devices::load(&config.registry.seeds).map_err(mqtt::Error::from)?;
 
-    let security = SecurityDb::open(&config.security_db())?;
+    let security = SecurityDb::open_checked(
+        &config.security_db(),
+        config.storage.integrity_check_timeout,
+    )?;
     let tls = match &config.api.tls {
         Some(files) => Some(crate::security::tls::server_config(
             &files.cert,
@@ -362,6 +369,10 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
             config.security.auth_failure_burst,
             config.security.auth_failure_window,
         )),
+        streams: api::streams::StreamLimits::new(
+            config.api.max_streams_per_token,
+            config.api.max_streams,
+        ),
         reload: reloader(
             &config,
             &registry,

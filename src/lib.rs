@@ -35,6 +35,7 @@
 //! | [`config`] | typed configuration, built-in defaults, environment overrides |
 //! | [`metrics`] | metric names |
 //! | [`logging`] | `tracing` setup: human or JSON lines on stderr, never blocking the pipeline |
+//! | [`log_limit`] | rate limits for log lines that repeat (a full disk fails many times a second) |
 //! | [`shutdown`] | ordered, bounded shutdown steps and their report |
 //! | [`text`] | untrusted text made safe for log lines and terminals |
 //!
@@ -56,6 +57,7 @@ pub mod ftp;
 pub mod handoff;
 pub mod ingest;
 pub mod live;
+pub mod log_limit;
 pub mod logging;
 pub mod metrics;
 pub mod monitor;

@@ -1,4 +1,4 @@
-//! The `quantrac` command: `serve`, `demo`, `check-config`, `token`, `device`.
+//! The `quantrac` command: `serve`, `demo`, `check-config`, `token`, `device`, `station`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,6 +64,27 @@ enum Command {
         #[command(subcommand)]
         action: DeviceAction,
     },
+    /// Act on a station through the running service's API (the service owns the station's
+    /// state). Needs an admin token in the environment variable QUANTRAC_TOKEN.
+    Station {
+        /// The API's base URL (default: http://<api.listen> of the configuration).
+        #[arg(long, global = true)]
+        url: Option<String>,
+        #[arg(long, value_name = "PATH", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: StationAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum StationAction {
+    /// Start a station's record counter again (its logger was replaced and counts from 1):
+    /// its next record starts a new window. Audited.
+    ResetCounter {
+        /// The station id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,6 +125,11 @@ fn main() -> anyhow::Result<()> {
             action: DeviceAction::Add { username, stations },
         } => device_add(&username, &stations),
         Command::Token { config, action } => token(config.as_deref(), action),
+        Command::Station {
+            url,
+            config,
+            action: StationAction::ResetCounter { id },
+        } => runtime()?.block_on(reset_counter(url, config.as_deref(), &id)),
         Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::Serve { config } => {
             let config = load(config.as_deref())?;
@@ -300,5 +326,51 @@ fn token(config: Option<&Path>, action: TokenAction) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `quantrac station reset-counter`: `POST /api/v1/stations/{id}/record-counter/reset`.
+async fn reset_counter(url: Option<String>, config: Option<&Path>, id: &str) -> anyhow::Result<()> {
+    let base = match url {
+        Some(url) => url,
+        None => format!("http://{}", load(config)?.api.listen),
+    };
+    let token = std::env::var("QUANTRAC_TOKEN")
+        .context("QUANTRAC_TOKEN must hold an admin token (quantrac token create --role admin)")?;
+    // Station ids are letters, digits, `-`, `_` and `.`: nothing to escape in a path.
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        anyhow::bail!("`{}` is not a station id", quantrac::text::escape(id));
+    }
+    let endpoint = format!(
+        "{}/api/v1/stations/{id}/record-counter/reset",
+        base.trim_end_matches('/')
+    );
+    let response = reqwest::Client::new()
+        .post(&endpoint)
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {endpoint}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        let message = body["error"]["message"].as_str().unwrap_or("no message");
+        anyhow::bail!("{status}: {}", quantrac::text::escape(message));
+    }
+    let previous = match &body["previous"] {
+        serde_json::Value::Null => "it had no window".to_owned(),
+        p => format!(
+            "it was at seq {} with {} missing records",
+            p["last_seq"], p["missing"]
+        ),
+    };
+    println!(
+        "record counter of {} reset ({previous}); its next record starts a new window",
+        quantrac::text::escape(id)
+    );
     Ok(())
 }

@@ -36,6 +36,16 @@ pub fn prometheus() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// 1 while the store commits, 0 while its commits fail (a full disk, an I/O error): `/readyz`
+/// then says `store: "unwritable: ..."`.
+pub const STORE_WRITABLE: &str = "quantrac_store_writable";
+/// Bookkeeping writes to the security database that failed (a token's last-use time): the
+/// request went on.
+pub const SECURITY_DB_WRITE_ERRORS_TOTAL: &str = "quantrac_security_db_write_errors_total";
+/// Event streams (`/api/v1/alerts/stream`) open now.
+pub const API_STREAMS_OPEN: &str = "quantrac_api_streams_open";
+/// Event streams refused with 429, by `reason` (`per_token`, `total`).
+pub const API_STREAMS_REFUSED_TOTAL: &str = "quantrac_api_streams_refused_total";
 /// Messages received from the broker, by `encoding` (`json`, `bincode`, `tt10`, `status`).
 pub const MESSAGES_TOTAL: &str = "quantrac_messages_total";
 /// Readings accepted by validation, by `encoding`.

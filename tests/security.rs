@@ -64,6 +64,12 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::DELETE, "/api/v1/tokens/0123456789ab", Admin, 404),
         endpoint(M::GET, "/api/v1/audit", Admin, 200),
         endpoint(M::POST, "/api/v1/registry/reload", Admin, 200),
+        endpoint(
+            M::POST,
+            "/api/v1/stations/DN-AMATA-WW01/record-counter/reset",
+            Admin,
+            200,
+        ),
     ]
 }
 

@@ -195,3 +195,126 @@ async fn a_replay_is_refused_after_a_restart_too(broker: Broker) {
     svc.stop().await;
     site.finish().await;
 }
+
+/// Quarantine reasons of ST, oldest first.
+async fn quarantine_reasons(svc: &common::Service) -> Vec<String> {
+    let quarantine = svc.ok(&format!("/api/v1/quarantine?station={ST}")).await;
+    quarantine["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A signed station's logger is replaced and counts from 1 again: its records are refused
+/// (they cannot be told from replays) until an admin resets the station's record counter,
+/// which is audited and survives a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_resets_a_stations_record_counter_and_a_restart_does_not_bring_it_back() {
+    let site = signing_site(Broker::Embedded);
+    let key = firmware_sim::sign::key_from_hex(KEY_HEX).unwrap();
+    let reset_path = format!("/api/v1/stations/{ST}/record-counter/reset");
+    {
+        let svc = site.start().await;
+        let gw = svc.publisher().await;
+        let old = record(ST, recent_minute(20), 5000, &[("COD", 71.3, "mg/L")]);
+        let new_logger = record(ST, recent_minute(19), 1, &[("COD", 70.0, "mg/L")]);
+        for r in [old, new_logger] {
+            gw.publish_signed(ZONE, ST, Encoding::Json, &[r], Some(&key))
+                .await
+                .unwrap();
+        }
+        gw.wait_acked().await.unwrap();
+        svc.wait_processed(2).await;
+        assert_eq!(quarantine_reasons(&svc).await, ["replayed_record"]);
+
+        let viewer = svc.client_with_role(quantrac::security::Role::Inspector);
+        let refused = viewer
+            .post(format!("{}{reset_path}", svc.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 403);
+        let unknown = svc
+            .http
+            .post(format!(
+                "{}/api/v1/stations/NOPE/record-counter/reset",
+                svc.base
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unknown.status(), 404);
+
+        let reset = svc
+            .http
+            .post(format!("{}{reset_path}", svc.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reset.status(), 200);
+        let body: serde_json::Value = reset.json().await.unwrap();
+        assert_eq!(body["station"], ST, "{body}");
+        assert_eq!(body["previous"]["last_seq"], 5000, "{body}");
+        let station = svc.ok(&format!("/api/v1/stations/{ST}")).await;
+        assert!(station["records"].is_null(), "{station}");
+
+        let audit = svc.ok("/api/v1/audit").await;
+        let entry = audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == "record_counter_reset")
+            .unwrap_or_else(|| panic!("no reset in the audit log: {audit}"))
+            .clone();
+        assert_eq!(entry["target"], ST);
+        assert!(
+            entry["actor"].as_str().unwrap().contains("test harness"),
+            "{entry}"
+        );
+        assert!(
+            entry["detail"].as_str().unwrap().contains("5000"),
+            "{entry}"
+        );
+
+        // The same through the command line (the window is gone by now).
+        let base = svc.base.clone();
+        let token = svc.token.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_quantrac"))
+                .args(["station", "reset-counter", ST, "--url", &base])
+                .env("QUANTRAC_TOKEN", token)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("it had no window"), "{stdout}");
+        gw.disconnect().await.unwrap();
+        svc.stop().await;
+    }
+    // Restarted straight after the reset: the old window does not come back.
+    let svc = site.start().await;
+    let station = svc.ok(&format!("/api/v1/stations/{ST}")).await;
+    assert!(station["records"].is_null(), "restored: {station}");
+    let gw = svc.publisher().await;
+    let next = record(ST, recent_minute(18), 2, &[("COD", 69.0, "mg/L")]);
+    gw.publish_signed(ZONE, ST, Encoding::Json, &[next], Some(&key))
+        .await
+        .unwrap();
+    gw.wait_acked().await.unwrap();
+    svc.wait_processed(1).await;
+    assert_eq!(quarantine_reasons(&svc).await, ["replayed_record"]);
+    let station = svc.ok(&format!("/api/v1/stations/{ST}")).await;
+    assert_eq!(station["records"]["last_seq"], 2, "{station}");
+    gw.disconnect().await.unwrap();
+    svc.stop().await;
+    site.finish().await;
+}

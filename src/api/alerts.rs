@@ -34,6 +34,10 @@ pub fn routes() -> Router<ApiState> {
         .route("/alerts/{id}/ack", need(Role::Inspector, post(acknowledge)))
 }
 
+/// How often an idle event stream sends a comment: keeps proxies from closing it, and finds
+/// clients that went away (their slot is freed when the send fails).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
@@ -230,14 +234,23 @@ async fn acknowledge(
 }
 
 /// Server-sent events: one `event:` per alert event (`opened`, `escalated`, ...), its JSON as
-/// `data:`. Filters: `zone`, `station`, `severity` (minimum).
+/// `data:`. Filters: `zone`, `station`, `severity` (minimum). At most
+/// `api.max_streams_per_token` per token and `api.max_streams` in all ([`super::streams`]):
+/// 429 `too_many_streams` beyond.
 async fn stream(
     State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let mut p = Params::parse(q.as_deref())?;
     let filters = Filters::take(&mut p, &state)?;
     p.finish()?;
+    let permit = state
+        .streams
+        .acquire(&who.token_id)
+        .inspect_err(|refusal| {
+            tracing::info!(token = %who.token_id, ?refusal, "event stream refused: too many open");
+        })?;
     let notifier = state.monitor.notifier().clone();
     let offset = *notifier.offset();
     let closing = notifier.closing();
@@ -265,8 +278,12 @@ async fn stream(
             };
             std::future::ready(out.map(Ok))
         })
-        .take_until(async move { closing.cancelled().await });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+        .take_until(async move { closing.cancelled().await })
+        .boxed();
+    // The permit lives as long as the response body: a client that goes away frees its slot
+    // once the server notices (at the latest at the next keep-alive it cannot send).
+    let events = super::streams::Held::new(events, permit);
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
 async fn webhooks(State(state): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult<Json<Value>> {

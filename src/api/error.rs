@@ -46,6 +46,14 @@ pub enum ApiError {
     /// 409: the request conflicts with the resource's state.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// 429: a limit on open resources (event streams) is reached; retry after
+    /// `retry_after` seconds (at least 1).
+    #[error("{message}")]
+    TooManyRequests {
+        code: &'static str,
+        message: String,
+        retry_after: u64,
+    },
     /// 503: a dependency is unavailable or the request took too long.
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
@@ -166,6 +174,19 @@ impl IntoResponse for ApiError {
                 StatusCode::CONFLICT,
                 json!({"error": {"code": code, "message": message}}),
             ),
+            ApiError::TooManyRequests {
+                code,
+                message,
+                retry_after,
+            } => {
+                let body = json!({"error": {"code": code, "message": message}});
+                let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    (*retry_after).max(1).into(),
+                );
+                return response;
+            }
             ApiError::Unavailable { code, message } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": {"code": code, "message": message}}),

@@ -1,6 +1,6 @@
-//! `/healthz` (the process answers), `/readyz` (broker and store are up, ingest is not
-//! stalled) and `/metrics`
-//! (Prometheus text format).
+//! `/healthz` (the process answers), `/readyz` (broker and store are up, the store takes
+//! commits, ingest is not stalled) and `/metrics` (Prometheus text format; it never writes,
+//! so it answers on a full disk too).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -84,8 +84,13 @@ async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
     } else {
         "disconnected"
     };
+    // Reads answering is not enough: a store that cannot commit (a full disk) holds back
+    // every acknowledgement.
     let store = match state.store.ping().await {
-        Ok(()) => "ok".to_owned(),
+        Ok(()) => match state.store.write_failure() {
+            None => "ok".to_owned(),
+            Some(why) => format!("unwritable: {why}"),
+        },
         Err(e) => format!("unavailable: {e}"),
     };
     let ready = state.ingest.is_ready() && store == "ok" && stall.is_none();

@@ -1,7 +1,7 @@
 //! The HTTP API (axum): JSON under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`.
 //!
-//! One router per resource ([`stations`], [`readings`], [`quarantine`], [`alerts`],
-//! [`admin`], [`health`]), each route declaring the least role that may call it
+//! One router per resource ([`stations`], [`counters`], [`readings`], [`quarantine`],
+//! [`alerts`], [`admin`], [`health`]), each route declaring the least role that may call it
 //! ([`auth::need`]). Merged here with the middleware every request gets: a request id
 //! (`x-request-id`, generated when absent and echoed back), a trace span, a body size limit,
 //! a timeout answered as JSON, and a panic guard; everything but the health probes also goes
@@ -11,12 +11,14 @@
 mod admin;
 mod alerts;
 pub mod auth;
+mod counters;
 mod error;
 mod health;
 pub mod params;
 mod quarantine;
 mod readings;
 mod stations;
+pub mod streams;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -68,6 +70,8 @@ pub struct ApiState {
     pub sequences: crate::pipeline::SharedSequences,
     /// Tokens, the audit log, failed-authentication bursts.
     pub guard: Arc<auth::Guard>,
+    /// Caps on open event streams (`api.max_streams_per_token`, `api.max_streams`).
+    pub streams: Arc<streams::StreamLimits>,
     /// Re-reads the seeds (registry and alert rules): a summary, or why they are invalid.
     pub reload: Reload,
 }
@@ -106,6 +110,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(readings::routes())
         .merge(quarantine::routes())
         .merge(alerts::routes())
+        .merge(counters::routes())
         .merge(admin::routes());
     let guarded = Router::new().nest("/api/v1", v1).route(
         "/metrics",
@@ -148,7 +153,7 @@ fn common_layers(routes: Router<ApiState>, state: ApiState) -> Router {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-                }))
+                }).on_failure(failed))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(axum::middleware::from_fn_with_state(limits, size_limits))
                 .layer(CatchPanicLayer::custom(|_| {
@@ -158,6 +163,24 @@ fn common_layers(routes: Router<ApiState>, state: ApiState) -> Router {
                 .timeout(timeout)
                 .layer(RequestBodyLimitLayer::new(body_limit)),
         )
+}
+
+/// 5xx answers are logged at most once a minute each way (the handler logs the cause of
+/// an internal error itself): a probe polling `/readyz` on a service that is not ready, or a
+/// full disk failing the same request again and again, would otherwise write an ERROR line
+/// per request.
+static RESPONSES_FAILED: crate::log_limit::LogLimit =
+    crate::log_limit::LogLimit::new(Duration::from_secs(60));
+
+fn failed(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: Duration,
+    _span: &tracing::Span,
+) {
+    if let Some(suppressed) = RESPONSES_FAILED.admit() {
+        tracing::error!(classification = %class, latency = ?latency, suppressed,
+            "response failed (5xx answers are logged at most once a minute)");
+    }
 }
 
 /// The size limits of a request, enforced by [`size_limits`].

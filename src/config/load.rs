@@ -112,6 +112,8 @@ impl Config {
             ("api.max_body_bytes", self.api.max_body_bytes),
             ("api.default_page_size", self.api.default_page_size),
             ("api.max_buckets", self.api.max_buckets),
+            ("api.max_streams_per_token", self.api.max_streams_per_token),
+            ("api.max_streams", self.api.max_streams),
             ("mqtt.max_packet_size", self.mqtt.max_packet_size),
             ("mqtt.queue_capacity", self.mqtt.queue_capacity),
             (
@@ -163,6 +165,12 @@ impl Config {
             return invalid(
                 "api.rate_limit",
                 "a rate may not exceed 1,000,000 per second",
+            );
+        }
+        if self.api.max_streams_per_token > self.api.max_streams {
+            return invalid(
+                "api.max_streams_per_token",
+                "must not be above api.max_streams",
             );
         }
         if self.api.max_header_bytes < 8192 {

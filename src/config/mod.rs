@@ -56,6 +56,10 @@ pub struct ApiConfig {
     pub max_query_cost: u64,
     /// Largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
+    /// Alert event streams one token may hold open at once.
+    pub max_streams_per_token: usize,
+    /// Alert event streams open at once, all tokens together.
+    pub max_streams: usize,
     pub rate_limit: RateLimitConfig,
     /// Serve HTTPS with these files instead of HTTP.
     pub tls: Option<TlsFiles>,
@@ -210,6 +214,9 @@ pub struct StorageConfig {
     pub cache_mb: usize,
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// Longest start-up `PRAGMA quick_check` of each SQLite file; zero skips the check.
+    #[serde(with = "humantime_serde")]
+    pub integrity_check_timeout: Duration,
     pub spool: SpoolConfig,
     pub questdb: QuestDbConfig,
 }

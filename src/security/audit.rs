@@ -23,6 +23,8 @@ pub enum Action {
     RegistryReloadFailed,
     /// Many failed authentications from one address in a short time.
     AuthFailureBurst,
+    /// A station's record-counter window was reset by an admin.
+    RecordCounterReset,
 }
 
 impl Action {
@@ -34,6 +36,7 @@ impl Action {
             Action::RegistryReloaded => "registry_reloaded",
             Action::RegistryReloadFailed => "registry_reload_failed",
             Action::AuthFailureBurst => "auth_failure_burst",
+            Action::RecordCounterReset => "record_counter_reset",
         }
     }
 }

@@ -6,9 +6,21 @@
 //! revocation made by the command line takes effect at the next request. A token may expire
 //! (`expires_at`); its `last_used_at` is kept to [`LAST_USED_GRANULARITY`], so that a busy
 //! token costs a write a minute, not one per request.
+//!
+//! Recording a token's last use is bookkeeping: it never fails a request. When the write
+//! fails (a full disk), the request goes on, the failure is counted
+//! (`quantrac_security_db_write_errors_total`) and logged at most once a minute, and the
+//! token's next attempt waits [`LAST_USED_GRANULARITY`] (remembered in memory), so that a full
+//! disk costs no write attempt per request either. Only writes that are the point of a request
+//! (creating a token, the audit entry of an action) fail it.
+//!
+//! The file is checked at open (`PRAGMA quick_check`, [`crate::storage::integrity`]): a
+//! damaged security database stops the start, named.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -79,10 +91,20 @@ pub struct TokenInfo {
     pub last_used_at: Option<Timestamp>,
 }
 
+/// How long the start-up integrity check of the security database may take, when opened
+/// without a configured bound (the command line). The file is small: milliseconds.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Failed last-use writes are logged at most this often.
+static LAST_USED_ERRORS: crate::log_limit::LogLimit =
+    crate::log_limit::LogLimit::new(Duration::from_secs(60));
+
 /// The tokens and the audit log. Cheap to clone (one shared connection).
 #[derive(Clone)]
 pub struct SecurityDb {
     conn: Arc<Mutex<Connection>>,
+    /// When each token's last use was last written or tried (failed writes wait too).
+    last_used: Arc<Mutex<HashMap<String, Timestamp>>>,
 }
 
 impl std::fmt::Debug for SecurityDb {
@@ -92,8 +114,15 @@ impl std::fmt::Debug for SecurityDb {
 }
 
 impl SecurityDb {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`, checked with
+    /// [`DEFAULT_CHECK_TIMEOUT`].
     pub fn open(path: &Path) -> Result<SecurityDb, Error> {
+        SecurityDb::open_checked(path, DEFAULT_CHECK_TIMEOUT)
+    }
+
+    /// Opens (creating if needed) the database at `path`; its `quick_check` may take at most
+    /// `check_timeout` (zero: skipped). A damaged file is [`Error::Integrity`].
+    pub fn open_checked(path: &Path, check_timeout: Duration) -> Result<SecurityDb, Error> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| Error::Directory {
                 path: dir.to_path_buf(),
@@ -102,6 +131,7 @@ impl SecurityDb {
         }
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        crate::storage::integrity::quick_check(&conn, path, check_timeout)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
@@ -114,6 +144,7 @@ impl SecurityDb {
         }
         Ok(SecurityDb {
             conn: Arc::new(Mutex::new(conn)),
+            last_used: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -309,11 +340,19 @@ impl SecurityDb {
             .parse()
             .map_err(|_| Error::Corrupt("token role"))?;
         let stale = now.saturating_sub(LAST_USED_GRANULARITY);
-        if stored.last_used_at.is_none_or(|at| at < stale) {
-            conn.execute(
+        if stored.last_used_at.is_none_or(|at| at < stale) && self.due(p.id, stale, now) {
+            // Bookkeeping: a failure (a full disk) is counted and logged, never the
+            // request's failure.
+            if let Err(e) = conn.execute(
                 "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
                 params![p.id, now.as_millis()],
-            )?;
+            ) {
+                metrics::counter!(crate::metrics::SECURITY_DB_WRITE_ERRORS_TOTAL).increment(1);
+                if let Some(suppressed) = LAST_USED_ERRORS.admit() {
+                    tracing::error!(error = %e, token = %p.id, suppressed,
+                        "cannot record a token's last use in the security database; requests go on");
+                }
+            }
         }
         Ok(Ok(Principal {
             token_id: p.id.to_owned(),
@@ -321,6 +360,17 @@ impl SecurityDb {
             role,
             address: None,
         }))
+    }
+
+    /// Whether token `id`'s last use should be written now: not tried since `stale`. Marks
+    /// it tried at `now`.
+    fn due(&self, id: &str, stale: Timestamp, now: Timestamp) -> bool {
+        let mut tried = self.last_used.lock();
+        if tried.get(id).is_some_and(|at| *at >= stale) {
+            return false;
+        }
+        tried.insert(id.to_owned(), now);
+        true
     }
 
     /// Appends an audit entry.
@@ -517,6 +567,31 @@ mod tests {
         db.authenticate_at(&text, t0).unwrap().unwrap();
         db.authenticate_at(&text, later(30)).unwrap().unwrap();
         assert_eq!(db.tokens().unwrap()[0].last_used_at, Some(t0));
+        db.authenticate_at(&text, later(61)).unwrap().unwrap();
+        assert_eq!(db.tokens().unwrap()[0].last_used_at, Some(later(61)));
+    }
+
+    #[test]
+    fn a_last_use_that_cannot_be_written_does_not_fail_the_request_and_is_retried_later() {
+        let (_dir, db) = db();
+        let (text, _) = db.create_token("wall", Role::Viewer, "cli", None).unwrap();
+        // Every write now fails, as on a full disk; reads still work.
+        db.conn
+            .lock()
+            .pragma_update(None, "query_only", true)
+            .unwrap();
+        let t0 = Timestamp::now();
+        let later = |s| t0.saturating_add(std::time::Duration::from_secs(s));
+        let who = db.authenticate_at(&text, t0).unwrap().unwrap();
+        assert_eq!(who.role, Role::Viewer);
+        db.authenticate_at(&text, later(1)).unwrap().unwrap();
+        // Writable again: the next attempt waits out the granularity, then succeeds.
+        db.conn
+            .lock()
+            .pragma_update(None, "query_only", false)
+            .unwrap();
+        db.authenticate_at(&text, later(30)).unwrap().unwrap();
+        assert_eq!(db.tokens().unwrap()[0].last_used_at, None);
         db.authenticate_at(&text, later(61)).unwrap().unwrap();
         assert_eq!(db.tokens().unwrap()[0].last_used_at, Some(later(61)));
     }

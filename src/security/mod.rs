@@ -95,4 +95,7 @@ pub enum Error {
     AlreadyRevoked(String),
     #[error("the security database holds an invalid {0}")]
     Corrupt(&'static str),
+    /// The file failed its start-up check.
+    #[error(transparent)]
+    Integrity(#[from] crate::storage::integrity::Error),
 }

@@ -229,6 +229,12 @@ impl Sequences {
         self.windows.insert(station.clone(), window);
     }
 
+    /// Forgets `station`'s window (an admin reset: a replaced logger counts from 1 again);
+    /// its next record starts a new one. Returns the window it had.
+    pub fn reset(&mut self, station: &str) -> Option<Window> {
+        self.windows.remove(station)
+    }
+
     /// A station's window (to save it with the records it let in).
     pub fn window(&self, station: &str) -> Option<&Window> {
         self.windows.get(station)

@@ -26,6 +26,7 @@
 
 pub mod conformance;
 pub mod faults;
+pub mod integrity;
 pub mod questdb;
 pub mod spool;
 pub mod sqlite;
@@ -65,6 +66,9 @@ pub enum Error {
     /// The server cannot hold quantrac's data (too old, or a table without deduplication).
     #[error("incompatible store: {0}")]
     Incompatible(String),
+    /// A database file failed its start-up check ([`integrity`]).
+    #[error(transparent)]
+    Integrity(#[from] integrity::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -82,6 +86,9 @@ pub struct WriteItem {
     /// A station's record-counter window after this message (replacing what was stored):
     /// saved with the readings it let in, restored at start.
     pub record_window: Option<(Arc<str>, Window)>,
+    /// A station whose stored record-counter window is removed (an admin reset: the next
+    /// record starts a new window, after a restart too).
+    pub record_window_reset: Option<Arc<str>>,
     /// Confirmed once the item is durable.
     pub done: Option<Durable>,
 }
@@ -311,6 +318,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks the store answers (readiness).
     async fn ping(&self) -> Result<()>;
+
+    /// Why the store does not take writes now (its last commit failed: a full disk, an I/O
+    /// error), or `None` while it does. Reads may still work (readiness reports both).
+    fn write_failure(&self) -> Option<String> {
+        None
+    }
 
     /// Commits what is queued and stops the writer. Later writes fail with `Closed`.
     async fn close(&self) -> Result<()>;

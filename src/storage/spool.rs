@@ -9,10 +9,11 @@
 //! ```
 //!
 //! `crc` is the CRC-32 (IEEE) of `payload`; an `Item` is a [`WriteItem`] without its
-//! durability handle (readings, rejections, presence, alerts, rule state, record window).
-//! Version 1 items (without the record window) and version 2 items (rejections as a list,
-//! without the payload: they become entries without a dead letter) are still read, so that a
-//! spool left by an older build is replayed after an upgrade.
+//! durability handle (readings, rejections, presence, alerts, rule state, record window,
+//! record-window reset). Version 1 items (without the record window) and version 2 items
+//! (rejections as a list, without the payload: they become entries without a dead letter;
+//! without the reset) are still read, so that a spool left by an older build is replayed
+//! after an upgrade.
 //!
 //! # Invariants
 //! - **Append, then fsync, then confirm.** A batch is acknowledged to the broker only after
@@ -90,6 +91,7 @@ struct ItemRef<'a> {
     alerts: &'a [Alert],
     rule_states: &'a [(Arc<str>, Vec<u8>)],
     record_window: &'a Option<(Arc<str>, Window)>,
+    record_window_reset: &'a Option<Arc<str>>,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +102,7 @@ struct Item {
     alerts: Vec<Alert>,
     rule_states: Vec<(Arc<str>, Vec<u8>)>,
     record_window: Option<(Arc<str>, Window)>,
+    record_window_reset: Option<Arc<str>>,
 }
 
 /// A message's rejections as versions 1 and 2 wrote them: every one listed, no payload.
@@ -149,6 +152,7 @@ impl From<ItemV2> for Item {
             alerts: i.alerts,
             rule_states: i.rule_states,
             record_window: i.record_window,
+            record_window_reset: None,
         }
     }
 }
@@ -172,6 +176,7 @@ impl From<ItemV1> for Item {
             alerts: i.alerts,
             rule_states: i.rule_states,
             record_window: None,
+            record_window_reset: None,
         }
     }
 }
@@ -185,6 +190,7 @@ impl From<Item> for WriteItem {
             alerts: i.alerts,
             rule_states: i.rule_states,
             record_window: i.record_window,
+            record_window_reset: i.record_window_reset,
             done: None,
         }
     }
@@ -351,6 +357,7 @@ impl Spool {
                     alerts: &i.alerts,
                     rule_states: &i.rule_states,
                     record_window: &i.record_window,
+                    record_window_reset: &i.record_window_reset,
                 })
                 .collect(),
         };
@@ -662,6 +669,57 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(replay.items[0].record_window, Some((station, window)));
+    }
+
+    #[test]
+    fn a_record_window_reset_comes_back_with_its_item_and_version_2_records_still_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        let station: Arc<str> = "S".into();
+        let mut reset = item(1.0);
+        reset.record_window_reset = Some(station.clone());
+        s.append(&[reset]).unwrap();
+        let replay = Spool::open(dir.path(), 1 << 20)
+            .unwrap()
+            .peek()
+            .unwrap()
+            .unwrap();
+        assert_eq!(replay.items[0].record_window_reset, Some(station));
+
+        #[derive(Serialize)]
+        struct ItemV2<'a> {
+            readings: &'a [Reading],
+            rejected: Option<Rejected>,
+            presence: Option<PresenceUpdate>,
+            alerts: Vec<Alert>,
+            rule_states: Vec<(Arc<str>, Vec<u8>)>,
+            record_window: Option<(Arc<str>, Window)>,
+        }
+        let old = item(8.0);
+        let batch = (
+            VERSION_2,
+            vec![ItemV2 {
+                readings: &old.readings,
+                rejected: None,
+                presence: None,
+                alerts: Vec::new(),
+                rule_states: Vec::new(),
+                record_window: None,
+            }],
+        );
+        let payload = bincode::serde::encode_to_vec(&batch, bincode::config::standard()).unwrap();
+        let mut record = MAGIC.to_vec();
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        record.extend_from_slice(&payload);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), record).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            s.peek().unwrap().unwrap().items[0].record_window_reset,
+            None
+        );
+        assert_eq!(values(&mut s), [8.0]);
     }
 
     #[test]

@@ -17,6 +17,10 @@
 //! - **Backpressure.** The command queue is bounded: a full queue makes `write` wait. When the
 //!   spool is full, the writer stops taking commands until replay makes room, and the broker
 //!   keeps the data.
+//! - **Health.** The writer knows whether the store takes commits: from the first failed
+//!   commit to the next one that succeeds, [`Writer::write_failure`] says why (`/readyz`
+//!   reports the store unwritable, `quantrac_store_writable` is 0). Errors that repeat while
+//!   it lasts are logged at most once a minute ([`crate::log_limit`]); all are counted.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +31,7 @@ use tokio::sync::oneshot;
 
 use super::spool::{self, Spool};
 use super::{Error, Result, WriteItem};
+use crate::log_limit::LogLimit;
 use crate::metrics as m;
 use crate::telemetry::Timestamp;
 
@@ -68,11 +73,46 @@ enum Command {
     Close(oneshot::Sender<()>),
 }
 
+/// Whether the store takes commits, shared by the writer thread and its readers.
+#[derive(Debug, Default)]
+struct Health {
+    /// Why the last commit failed, until one succeeds.
+    failure: parking_lot::Mutex<Option<String>>,
+}
+
+/// Repeated failures while the store cannot be written are logged at most this often.
+const REPEAT_LOG: Duration = Duration::from_secs(60);
+static COMMIT_FAILED: LogLimit = LogLimit::new(REPEAT_LOG);
+static SPOOL_FULL: LogLimit = LogLimit::new(REPEAT_LOG);
+static REPLAY_FAILED: LogLimit = LogLimit::new(REPEAT_LOG);
+
+impl Health {
+    fn failed(&self, error: &Error) {
+        let mut failure = self.failure.lock();
+        if failure.is_none() {
+            metrics::gauge!(m::STORE_WRITABLE).set(0.0);
+        }
+        *failure = Some(error.to_string());
+    }
+
+    fn committed(&self) {
+        let mut failure = self.failure.lock();
+        if let Some(was) = failure.take() {
+            metrics::gauge!(m::STORE_WRITABLE).set(1.0);
+            COMMIT_FAILED.reset();
+            SPOOL_FULL.reset();
+            REPLAY_FAILED.reset();
+            tracing::info!(was = %was, "the store takes commits again");
+        }
+    }
+}
+
 /// What the rest of quantrac holds of a writer.
 pub struct Writer {
     commands: flume::Sender<Command>,
     closing: Arc<AtomicBool>,
     spool_bytes: Arc<AtomicU64>,
+    health: Arc<Health>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -89,7 +129,10 @@ impl Writer {
         let (commands, rx) = flume::bounded(config.queue_capacity);
         let closing = Arc::new(AtomicBool::new(false));
         let spool_bytes = Arc::new(AtomicU64::new(spool.as_ref().map_or(0, Spool::size)));
+        let health = Arc::new(Health::default());
+        metrics::gauge!(m::STORE_WRITABLE).set(1.0);
         let worker = Worker {
+            health: health.clone(),
             sink,
             spool,
             rx,
@@ -109,6 +152,7 @@ impl Writer {
             commands,
             closing,
             spool_bytes,
+            health,
             thread: parking_lot::Mutex::new(Some(thread)),
         })
     }
@@ -144,6 +188,12 @@ impl Writer {
         self.spool_bytes.load(Ordering::Relaxed)
     }
 
+    /// Why the store does not take commits now (the last commit failed, a full disk, say),
+    /// or `None` while it does.
+    pub fn write_failure(&self) -> Option<String> {
+        self.health.failure.lock().clone()
+    }
+
     pub fn is_closed(&self) -> bool {
         self.commands.is_disconnected()
     }
@@ -170,6 +220,7 @@ const REPLAY_SLICE: Duration = Duration::from_millis(200);
 
 struct Worker {
     sink: Box<dyn Sink>,
+    health: Arc<Health>,
     spool: Option<Spool>,
     rx: flume::Receiver<Command>,
     config: WriterConfig,
@@ -291,6 +342,7 @@ impl Worker {
             let started = Instant::now();
             match self.sink.commit(&batch) {
                 Ok(rows) => {
+                    self.health.committed();
                     metrics::histogram!(m::STORE_COMMIT_SECONDS)
                         .record(started.elapsed().as_secs_f64());
                     metrics::histogram!(m::STORE_BATCH_ROWS).record(rows as f64);
@@ -300,11 +352,14 @@ impl Worker {
                 }
                 Err(e) => {
                     metrics::counter!(m::STORE_ERRORS_TOTAL).increment(1);
+                    self.health.failed(&e);
                     if self.spool.is_none() {
                         self.retry_in_place(batch, e);
                         return;
                     }
-                    tracing::error!(error = %e, items = batch.len(), "the store is unreachable: spooling writes to disk until it is back");
+                    if let Some(suppressed) = COMMIT_FAILED.admit() {
+                        tracing::error!(error = %e, items = batch.len(), suppressed, "the store is unreachable: spooling writes to disk until it is back");
+                    }
                     self.replay_at = Instant::now() + self.replay_backoff;
                 }
             }
@@ -320,8 +375,11 @@ impl Worker {
             }
             Err(e) => {
                 metrics::counter!(m::SPOOL_FULL_TOTAL).increment(1);
-                tracing::error!(error = %e, items = batch.len(),
-                    "SPOOL FULL: not acknowledging new data until the store is back (the broker keeps it)");
+                // Tried again every fraction of a second while it lasts.
+                if let Some(suppressed) = SPOOL_FULL.admit() {
+                    tracing::error!(error = %e, items = batch.len(), suppressed,
+                        "SPOOL FULL: not acknowledging new data until the store is back (the broker keeps it)");
+                }
                 self.held = batch;
             }
         }
@@ -336,16 +394,20 @@ impl Worker {
                 tracing::error!(error = %error, items = batch.len(), "store commit failed while closing; the data stays unacknowledged at the broker");
                 return;
             }
-            tracing::error!(error = %error, items = batch.len(), retry_in = ?backoff, "store commit failed; retrying (ingest waits meanwhile)");
+            if let Some(suppressed) = COMMIT_FAILED.admit() {
+                tracing::error!(error = %error, items = batch.len(), retry_in = ?backoff, suppressed, "store commit failed; retrying (ingest waits meanwhile)");
+            }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));
             match self.sink.commit(&batch) {
                 Ok(_) => {
+                    self.health.committed();
                     confirm(batch);
                     return;
                 }
                 Err(e) => {
                     metrics::counter!(m::STORE_ERRORS_TOTAL).increment(1);
+                    self.health.failed(&e);
                     error = e;
                 }
             }
@@ -373,6 +435,7 @@ impl Worker {
             };
             match self.sink.commit(&record.items) {
                 Ok(_) => {
+                    self.health.committed();
                     self.replayed += 1;
                     if let Err(e) = spool.advance(record.next) {
                         tracing::error!(error = %e, "cannot record spool progress; the record will be replayed again");
@@ -380,7 +443,10 @@ impl Worker {
                     self.replay_backoff = MIN_BACKOFF;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?self.replay_backoff, "the store is still unreachable; spooled writes wait");
+                    self.health.failed(&e);
+                    if let Some(suppressed) = REPLAY_FAILED.admit() {
+                        tracing::warn!(error = %e, retry_in = ?self.replay_backoff, suppressed, "the store is still unreachable; spooled writes wait");
+                    }
                     self.replay_at = Instant::now() + self.replay_backoff;
                     self.replay_backoff = (self.replay_backoff * 2).min(MAX_BACKOFF);
                     break;
@@ -530,6 +596,34 @@ mod tests {
         }
         assert_eq!(*memory.0.lock(), [1.0, 2.0, 3.0, 4.0, 5.0]);
         assert_eq!(w.spool_bytes(), 0);
+        w.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_writer_reports_the_store_unwritable_from_a_failed_commit_to_the_next_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let memory = Memory::default();
+        let switch = FaultSwitch::new();
+        let spool = Some((dir.path().to_owned(), 1 << 20));
+        let w = Writer::start("t", switch.wrap(Box::new(memory.clone())), config(spool)).unwrap();
+        let (i, wait) = item(1.0);
+        w.write(i).await.unwrap();
+        assert!(wait.wait().await);
+        assert_eq!(w.write_failure(), None);
+        switch.set_failing(true);
+        let (i, wait) = item(2.0);
+        w.write(i).await.unwrap();
+        assert!(wait.wait().await, "spooled");
+        let failure = w.write_failure();
+        assert!(failure.is_some(), "unwritable after a failed commit");
+        switch.set_failing(false);
+        // Replay (on the writer's backoff) is the next commit: it succeeds.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while w.write_failure().is_some() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            w.flush().await.unwrap();
+        }
+        assert_eq!(w.write_failure(), None, "writable again after {failure:?}");
         w.close().await.unwrap();
     }
 

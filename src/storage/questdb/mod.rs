@@ -208,6 +208,10 @@ impl Store for QuestDbStore {
             .map_err(pg_error)
     }
 
+    fn write_failure(&self) -> Option<String> {
+        self.writer.write_failure()
+    }
+
     async fn close(&self) -> Result<()> {
         self.writer.close().await
     }

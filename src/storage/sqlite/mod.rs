@@ -80,6 +80,8 @@ pub struct SqliteConfig {
     pub quarantine_capacity: usize,
     /// Bytes of whole rejected payloads kept (the dead-letter store).
     pub dead_letter_max_bytes: u64,
+    /// How long the start-up `quick_check` may take ([`super::integrity`]; zero: skipped).
+    pub integrity_check_timeout: std::time::Duration,
     pub writer: WriterConfig,
 }
 
@@ -91,6 +93,7 @@ impl SqliteConfig {
             cache_mb: storage.cache_mb,
             quarantine_capacity: quarantine.capacity,
             dead_letter_max_bytes: quarantine.dead_letter_max_bytes,
+            integrity_check_timeout: storage.integrity_check_timeout,
             writer: super::writer_config(storage),
         }
     }
@@ -110,6 +113,7 @@ impl SqliteConfig {
             cache_mb: 16,
             quarantine_capacity: 10_000,
             dead_letter_max_bytes: 256 * 1024 * 1024,
+            integrity_check_timeout: std::time::Duration::from_secs(60),
             writer: WriterConfig {
                 queue_capacity: 1024,
                 batch_max_rows: 50_000,
@@ -126,7 +130,8 @@ pub struct SqliteStore {
     reader: StateReader,
 }
 
-/// Opens the database for writing and brings its schema up to date.
+/// Opens the database for writing, checks it (`quick_check`, bounded in time) and brings its
+/// schema up to date.
 fn open_writable(config: &SqliteConfig) -> Result<(Connection, PathBuf)> {
     std::fs::create_dir_all(&config.dir).map_err(|source| Error::DataDir {
         path: config.dir.clone(),
@@ -134,6 +139,8 @@ fn open_writable(config: &SqliteConfig) -> Result<(Connection, PathBuf)> {
     })?;
     let path = config.dir.join(DB_FILE);
     let mut conn = open_connection(&path, false, config.cache_mb)?;
+    // Before anything reads or migrates it: a damaged file stops the start here, named.
+    super::integrity::quick_check(&conn, &path, config.integrity_check_timeout)?;
     let sync = match config.sync {
         SyncMode::Full => "FULL",
         SyncMode::Normal => "NORMAL",
@@ -321,6 +328,10 @@ impl Store for SqliteStore {
         self.reader
             .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
+    }
+
+    fn write_failure(&self) -> Option<String> {
+        self.writer.write_failure()
     }
 
     async fn close(&self) -> Result<()> {

@@ -34,6 +34,9 @@ const UPSERT_SEEN: &str = "INSERT INTO presence (station, last_seen, record_wind
                         THEN excluded.last_seen ELSE last_seen END,
        record_window = coalesce(excluded.record_window, record_window)";
 
+/// An admin reset of a station's record counter.
+const CLEAR_WINDOW: &str = "UPDATE presence SET record_window = NULL WHERE station = ?1";
+
 const UPSERT_ALERT: &str = "INSERT INTO alerts
      (id, station, zone, param, rule, kind, severity, state, first_at, last_at, resolved_at, updated_at, body)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
@@ -110,7 +113,16 @@ impl SqliteSink {
                 }
                 if let Some((station, window)) = &item.record_window {
                     // Items come in the order they were validated: the last window is newest.
-                    seen.entry(station).or_default().window = Some(window);
+                    let entry = seen.entry(station).or_default();
+                    entry.window = Some(window);
+                    entry.cleared = false;
+                }
+                if let Some(station) = &item.record_window_reset {
+                    // An admin reset: the stored window goes, unless a later item brings a
+                    // new one.
+                    let entry = seen.entry(station).or_default();
+                    entry.window = None;
+                    entry.cleared = true;
                 }
                 for alert in &item.alerts {
                     upsert_alert(&tx, alert)?;
@@ -131,6 +143,9 @@ impl SqliteSink {
                 seen.last.map(Timestamp::as_millis),
                 window.as_ref().map(|w| w.as_slice()),
             ])?;
+            if seen.cleared {
+                tx.prepare_cached(CLEAR_WINDOW)?.execute([&**station])?;
+            }
         }
         let evicted = if quarantined {
             quarantine::enforce(&tx, self.quarantine)?
@@ -250,6 +265,8 @@ fn upsert_alert(tx: &Transaction<'_>, a: &Alert) -> rusqlite::Result<()> {
 struct Seen<'a> {
     last: Option<Timestamp>,
     window: Option<&'a Window>,
+    /// The stored window is to be removed (an admin reset).
+    cleared: bool,
 }
 
 fn record_presence<'a>(
