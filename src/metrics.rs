@@ -80,6 +80,9 @@ pub const SPOOL_SKIPPED_BYTES_TOTAL: &str = "quantrac_spool_skipped_bytes_total"
 pub const SPOOL_SKIPPED_REGIONS_TOTAL: &str = "quantrac_spool_skipped_regions_total";
 /// 1 while connected to the MQTT broker, else 0.
 pub const MQTT_CONNECTED: &str = "quantrac_mqtt_connected";
+/// Reconnects to the external broker that found quantrac's session gone (the broker lost it,
+/// and the messages published for quantrac meanwhile).
+pub const MQTT_SESSIONS_LOST_TOTAL: &str = "quantrac_mqtt_sessions_lost_total";
 /// Connection attempts after a loss.
 pub const MQTT_RECONNECTS_TOTAL: &str = "quantrac_mqtt_reconnects_total";
 /// Clients, messages or subscriptions the device endpoint refused, by `reason` (see

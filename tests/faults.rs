@@ -16,10 +16,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::processes::{terminate, wait_ready, PrivateMosquitto};
+use common::processes::{
+    serve_command, spawn, terminate, wait_ready, Api, PrivateMosquitto, Served,
+};
 use common::{record, Broker, Service, Site};
 use firmware_sim::{BrokerOptions, Encoding, Publisher};
 use quantrac::storage::faults::FaultSwitch;
@@ -43,11 +45,6 @@ async fn publish(gw: &Publisher, t0: i64, range: std::ops::Range<u64>) {
 }
 
 /// quantrac's API with a token to read it.
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
 impl Api {
     /// The API of an in-process quantrac.
     fn of(running: &quantrac::app::Running) -> Api {
@@ -57,18 +54,6 @@ impl Api {
             .unwrap();
         Api {
             base: format!("http://{}", running.api_addr),
-            http: common::authorized(&token),
-        }
-    }
-
-    /// The API at `base` of a quantrac process keeping its data in `data`.
-    fn for_data(data: &Path, base: &str) -> Api {
-        let db = quantrac::security::SecurityDb::open(&data.join("security.db")).unwrap();
-        let (token, _) = db
-            .create_token("faults", quantrac::security::Role::Viewer, "test", None)
-            .unwrap();
-        Api {
-            base: base.to_owned(),
             http: common::authorized(&token),
         }
     }
@@ -297,26 +282,6 @@ async fn a_broker_restart_in_the_middle_of_a_load_loses_nothing() {
     svc.stop().await;
 }
 
-/// A `quantrac serve` child process whose log is read as it comes (a pipe nobody reads fills
-/// up, and the log would lose its lines).
-struct Served {
-    child: Child,
-    log: std::thread::JoinHandle<String>,
-}
-
-impl Served {
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        let _ = self.child.wait();
-    }
-
-    /// Waits for the process to end; its exit status and its whole log.
-    fn finish(mut self) -> (std::process::ExitStatus, String) {
-        let status = self.child.wait().unwrap();
-        (status, self.log.join().unwrap())
-    }
-}
-
 /// `quantrac serve` on `broker`, configured by environment variables.
 /// `quantrac serve` on `broker` with queues far smaller than the broker's window (1,000):
 /// a flood overflows every one of them, so a kill lands with messages in each.
@@ -375,33 +340,6 @@ impl EndpointSite {
     fn broker_url(&self) -> String {
         format!("mqtt://{}", self.mqtt)
     }
-}
-
-fn serve_command(data: &Path, api: &str, prefix: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_quantrac"));
-    command
-        .arg("serve")
-        .env("QUANTRAC_STORAGE__PATH", data)
-        .env("QUANTRAC_API__LISTEN", api)
-        .env("QUANTRAC_MQTT__CLIENT_ID", format!("quantrac-{prefix}"))
-        .env("QUANTRAC_MQTT__TOPIC_PREFIX", prefix)
-        .env("QUANTRAC_REGISTRY__SEEDS", common::seeds())
-        .env("QUANTRAC_LOG__LEVEL", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    command
-}
-
-fn spawn(mut command: Command) -> Served {
-    let mut child = command.spawn().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        text
-    });
-    Served { child, log }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -289,6 +289,9 @@ impl EventLoopTask {
         let mut queue = Forward::new(inbound, self.settings.mqtt.queue_capacity);
         let mut backoff = self.settings.mqtt.reconnect_min;
         let address = self.settings.address.to_string();
+        // Whether the broker held a session of ours in this run: a reconnect without one
+        // means the broker lost it, and with it what was published for us meanwhile.
+        let mut had_session = false;
         loop {
             tokio::select! {
                 // Stop taking new messages: what was received goes to the worker, which
@@ -309,6 +312,12 @@ impl EventLoopTask {
                         backoff = self.settings.mqtt.reconnect_min;
                         self.status.set_connected(true);
                         tracing::info!(broker = %address, session_present = ack.session_present, "connected to MQTT broker");
+                        if had_session && !ack.session_present {
+                            metrics::counter!(m::MQTT_SESSIONS_LOST_TOTAL).increment(1);
+                            tracing::error!(broker = %address,
+                                "the broker lost quantrac's session (restarted without persistence, or its persistence file could not be written): messages published while quantrac was not subscribed were dropped by the broker; check the broker's persistence (docs/configuration.md)");
+                        }
+                        had_session = true;
                         self.subscribe(ack.session_present);
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {

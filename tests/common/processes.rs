@@ -16,6 +16,14 @@ pub struct PrivateMosquitto {
 impl PrivateMosquitto {
     pub fn start() -> PrivateMosquitto {
         let dir = tempfile::tempdir().unwrap();
+        // Mosquitto started as root drops to the `mosquitto` user, which must be able to
+        // write its persistence there: without it a restart forgets every session (and the
+        // fault matrix's broker restart lost acknowledged messages).
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
         let port = quantrac::mqtt::free_local_addr().unwrap().port();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
@@ -95,4 +103,71 @@ pub async fn wait_ready(base: &str) {
         // Another process: its readiness is only visible through its API.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The API of a quantrac process, with a viewer token of its own.
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    /// The API at `base` of a quantrac process keeping its data in `data`.
+    pub fn for_data(data: &Path, base: &str) -> Api {
+        let db = quantrac::security::SecurityDb::open(&data.join("security.db")).unwrap();
+        let (token, _) = db
+            .create_token("faults", quantrac::security::Role::Viewer, "test", None)
+            .unwrap();
+        Api {
+            base: base.to_owned(),
+            http: super::authorized(&token),
+        }
+    }
+}
+
+/// A `quantrac serve` child process whose log is read as it comes (a pipe nobody reads fills
+/// up, and the log would lose its lines).
+pub struct Served {
+    pub child: Child,
+    log: std::thread::JoinHandle<String>,
+}
+
+impl Served {
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to end; its exit status and its whole log.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        (status, self.log.join().unwrap())
+    }
+}
+
+pub fn serve_command(data: &Path, api: &str, prefix: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quantrac"));
+    command
+        .arg("serve")
+        .env("QUANTRAC_STORAGE__PATH", data)
+        .env("QUANTRAC_API__LISTEN", api)
+        .env("QUANTRAC_MQTT__CLIENT_ID", format!("quantrac-{prefix}"))
+        .env("QUANTRAC_MQTT__TOPIC_PREFIX", prefix)
+        .env("QUANTRAC_REGISTRY__SEEDS", super::seeds())
+        .env("QUANTRAC_LOG__LEVEL", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+pub fn spawn(mut command: Command) -> Served {
+    let mut child = command.spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    Served { child, log }
 }
