@@ -282,6 +282,43 @@ async fn a_broker_restart_in_the_middle_of_a_load_loses_nothing() {
     svc.stop().await;
 }
 
+/// A broker restarted without its persistence has forgotten quantrac's session and dropped
+/// what was published for it meanwhile: quantrac cannot get that back, but it must say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_lost_quantracs_session_is_reported_and_counted() {
+    let mut broker = PrivateMosquitto::start_without_persistence();
+    let site = Site::new(Broker::Embedded, "session-lost");
+    let mut config = site.config();
+    config.mqtt.url = Some(broker.url());
+    let svc = Service::start(config).await;
+    let lost = |text: &str| text.contains("quantrac_mqtt_sessions_lost_total 1");
+    assert!(!lost(&svc.metrics_text().await), "nothing lost yet");
+    broker.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The reconnect happens inside quantrac; from outside it shows in the metrics.
+    while !lost(&svc.metrics_text().await) {
+        assert!(
+            Instant::now() < deadline,
+            "the lost session was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Subscribed again (the readiness signal): what is published now is stored.
+    tokio::time::timeout(Duration::from_secs(30), svc.running.wait_ready())
+        .await
+        .expect("subscribed again");
+    let mut opts = BrokerOptions::new(broker.url(), common::unique("gw"));
+    opts.topic_prefix = Some(site.prefix.clone());
+    let gw = Publisher::connect(opts).await.unwrap();
+    let t0 = t0();
+    publish(&gw, t0, 0..10).await;
+    gw.wait_acked().await.unwrap();
+    let stored = wait_stored(&Api::of(&svc.running), t0, 10, Duration::from_secs(30)).await;
+    assert_eq!(stored, 10);
+    gw.disconnect().await.unwrap();
+    svc.stop().await;
+}
+
 /// `quantrac serve` on `broker`, configured by environment variables.
 /// `quantrac serve` on `broker` with queues far smaller than the broker's window (1,000):
 /// a flood overflows every one of them, so a kill lands with messages in each.

@@ -15,6 +15,15 @@ pub struct PrivateMosquitto {
 
 impl PrivateMosquitto {
     pub fn start() -> PrivateMosquitto {
+        Self::start_with(true)
+    }
+
+    /// As [`PrivateMosquitto::start`], without persistence: a restart forgets every session.
+    pub fn start_without_persistence() -> PrivateMosquitto {
+        Self::start_with(false)
+    }
+
+    fn start_with(persistence: bool) -> PrivateMosquitto {
         let dir = tempfile::tempdir().unwrap();
         // Mosquitto started as root drops to the `mosquitto` user, which must be able to
         // write its persistence there: without it a restart forgets every session (and the
@@ -29,7 +38,7 @@ impl PrivateMosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_inflight_messages 1000\nmax_queued_messages 0\nautosave_interval 1\n",
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence {persistence}\npersistence_location {}/\nmax_inflight_messages 1000\nmax_queued_messages 0\nautosave_interval 1\n",
                 dir.path().display()
             ),
         )
