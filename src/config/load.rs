@@ -209,6 +209,18 @@ impl Config {
                 "must be positive and at most ftp.passive_port_last",
             );
         }
+        if let Some(address) = &ftp.passive_address {
+            let v6 = address.parse::<std::net::Ipv6Addr>().is_ok();
+            if address.trim().is_empty() || v6 || crate::text::has_unsafe(address) {
+                return invalid(
+                    "ftp.passive_address",
+                    "must be an IPv4 address or a DNS name (PASV announces IPv4 only)",
+                );
+            }
+        }
+        if ftp.failed_logins_max > 0 && ftp.failed_logins_block.is_zero() {
+            return invalid("ftp.failed_logins_block", "must be positive");
+        }
         if ftp.max_file_bytes == 0 || self.ingest_dir.max_file_bytes == 0 {
             return invalid("ftp.max_file_bytes", "max_file_bytes must be positive");
         }
