@@ -358,6 +358,24 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_passive_address_and_an_unknown_block_kind_are_refused_naming_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("QUANTRAC_FTP__PASSIVE_ADDRESS", "::1");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("ftp.passive_address"), "{err}");
+            jail.set_env("QUANTRAC_FTP__PASSIVE_ADDRESS", "ftp.example.org");
+            assert!(Config::load(None).is_ok());
+            jail.set_env("QUANTRAC_FTP__FAILED_LOGINS_BLOCK_BY", "everyone");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.to_lowercase().contains("failed_logins_block_by"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn every_key_of_the_built_in_file_is_documented_in_the_reference() {
         fn keys(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
             for (k, v) in table {
