@@ -123,6 +123,8 @@ pub const FILE_DURABLE_SECONDS: &str = "quantrac_file_durable_seconds";
 pub const FTP_SESSIONS: &str = "quantrac_ftp_sessions";
 /// FTP logins refused (wrong user or password).
 pub const FTP_LOGINS_REFUSED_TOTAL: &str = "quantrac_ftp_logins_refused_total";
+/// FTP logins refused unchecked: their user or address is blocked after failed logins.
+pub const FTP_LOGINS_BLOCKED_TOTAL: &str = "quantrac_ftp_logins_blocked_total";
 
 /// API requests, by `route` (the route pattern, e.g. `/api/v1/stations/{id}`) and `status`.
 pub const API_REQUESTS_TOTAL: &str = "quantrac_api_requests_total";

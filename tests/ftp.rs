@@ -313,9 +313,9 @@ async fn a_file_larger_than_the_limit_is_refused_with_552() {
     s.running.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upload_over_explicit_ftps_is_stored() {
-    let (site, mut config) = ftp_site("ftps");
+/// An FTPS site (TLS required) with a fresh self-signed certificate; its path.
+fn ftps_site(label: &str) -> (Site, Config, PathBuf) {
+    let (site, mut config) = ftp_site(label);
     let cert =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
     let (cert_path, key_path) = (
@@ -329,6 +329,12 @@ async fn an_upload_over_explicit_ftps_is_stored() {
         key: key_path,
     });
     config.ftp.require_tls = true;
+    (site, config, cert_path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_over_explicit_ftps_is_stored() {
+    let (site, config, cert_path) = ftps_site("ftps");
     let s = Service::start(config).await;
     let port = s.running.ftp_addr.unwrap().port();
     let t = common::recent_minute(50);
@@ -346,6 +352,164 @@ async fn an_upload_over_explicit_ftps_is_stored() {
     let out = ftplib(port, USER, PASSWORD, &args).await;
     assert!(out[0].1.starts_with("226"), "{out:?}");
     assert_eq!(count(&s.base, &s.http, ST, "COD", t, t + 60_000).await, 1);
+    s.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_connection_that_fails_its_tls_handshake_leaves_the_server_serving_others() {
+    let (site, config, cert_path) = ftps_site("ftps-garbage");
+    let s = Service::start(config).await;
+    let port = s.running.ftp_addr.unwrap().port();
+    let tls = vec![
+        "--tls".to_owned(),
+        "--cafile".to_owned(),
+        cert_path.display().to_string(),
+    ];
+    let t = common::recent_minute(45);
+    let name = format!("DN_AMATA_WW01_{}.txt", local(t));
+    let mut args = tls.clone();
+    args.extend(["--garbage-data".to_owned(), name]);
+    let out = ftplib(port, USER, PASSWORD, &args).await;
+    let garbage = &out.iter().find(|(n, _)| n == "garbage").unwrap().1;
+    eprintln!("the session whose data connection sent garbage: {garbage}");
+    assert!(garbage.starts_with("150"), "{out:?}");
+    assert!(!garbage.contains("226"), "{out:?}");
+
+    // The endpoint still serves: another logger's upload over FTPS is stored.
+    let file = tt10(site.dir.path(), "DN_AMATA_WW01", t, 21.0);
+    let mut args = tls;
+    args.extend(paths(&[file]));
+    let out = ftplib(port, USER, PASSWORD, &args).await;
+    assert!(out[0].1.starts_with("226"), "{out:?}");
+    assert_eq!(count(&s.base, &s.http, ST, "COD", t, t + 60_000).await, 1);
+    s.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_reason_tells_why_the_last_upload_of_the_session_was_refused() {
+    let (site, s, port) = start("ftp-reason").await;
+    let t = local(common::recent_minute(10));
+    let garbage = site.dir.path().join(format!("DN_AMATA_WW01_{t}.txt"));
+    std::fs::write(&garbage, "this is not\ta Circular 10 file\r\n").unwrap();
+    let send = |files: &[PathBuf]| {
+        let mut args = vec!["--send".to_owned(), "SITE REASON".to_owned()];
+        args.extend(paths(files));
+        args
+    };
+    let out = ftplib(port, USER, PASSWORD, &send(&[garbage])).await;
+    assert!(out[0].1.starts_with("551"), "{out:?}");
+    let reason = &out[1];
+    assert_eq!(reason.0, "SITE REASON");
+    let expected = format!(
+        "200 DN_AMATA_WW01_{t}.txt: unusable: no usable reading: malformed_payload: line 1: expected 5"
+    );
+    assert!(reason.1.starts_with(&expected), "{out:?}");
+
+    let unknown = tt10(
+        site.dir.path(),
+        "DN_AMATA_NOPE",
+        common::recent_minute(10),
+        1.0,
+    );
+    let out = ftplib(port, USER, PASSWORD, &send(&[unknown])).await;
+    assert!(out[0].1.starts_with("553"), "{out:?}");
+    assert!(
+        out[1]
+            .1
+            .contains(": unknown_station: unknown station: neither `DN-AMATA-NOPE`"),
+        "{out:?}"
+    );
+
+    // Another session has refused nothing.
+    let out = ftplib(port, USER, PASSWORD, &send(&[])).await;
+    assert_eq!(
+        out[0].1, "200 no upload of this session was refused",
+        "{out:?}"
+    );
+    s.running.stop().await;
+}
+
+/// The port of a PASV (`227 ... (h1,h2,h3,h4,p1,p2)`) or EPSV (`229 ... (|||port|)`) reply.
+fn passive_port(reply: &str) -> u16 {
+    let inner = reply
+        .split_once('(')
+        .unwrap()
+        .1
+        .trim_end_matches(['.', ')']);
+    if let Some(port) = inner.strip_prefix("|||") {
+        return port.trim_end_matches('|').parse().unwrap();
+    }
+    let n: Vec<u16> = inner.split(',').map(|x| x.parse().unwrap()).collect();
+    n[4] * 256 + n[5]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pasv_announces_the_configured_passive_address_and_a_port_of_the_range() {
+    let (_site, mut config) = ftp_site("ftp-pasv");
+    config.ftp.passive_address = Some("203.0.113.7".to_owned());
+    config.ftp.passive_port_first = 41000;
+    config.ftp.passive_port_last = 41999;
+    let s = Service::start(config).await;
+    let port = s.running.ftp_addr.unwrap().port();
+    let args = ["--send", "PASV", "--send", "EPSV"].map(str::to_owned);
+    let out = ftplib(port, USER, PASSWORD, &args).await;
+    let (pasv, epsv) = (&out[0].1, &out[1].1);
+    assert!(
+        pasv.starts_with("227 Entering Passive Mode (203,0,113,7,"),
+        "{out:?}"
+    );
+    assert!(epsv.starts_with("229"), "{out:?}");
+    for reply in [pasv, epsv] {
+        let p = passive_port(reply);
+        assert!((41000..=41999).contains(&p), "{reply}");
+    }
+    s.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_repeated_wrong_passwords_the_right_one_is_refused_until_the_block_ends() {
+    let (_site, mut config) = ftp_site("ftp-lockout");
+    // Long enough that the three failures (a Python process each, a password hash each, on
+    // a machine busy with other tests) fall within it.
+    let block = Duration::from_secs(6);
+    config.ftp.failed_logins_max = 3;
+    config.ftp.failed_logins_block = block;
+    let s = Service::start(config).await;
+    let port = s.running.ftp_addr.unwrap().port();
+    let login = |password: &'static str| async move {
+        let out = ftplib(
+            port,
+            USER,
+            password,
+            &["--send".to_owned(), "NOOP".to_owned()],
+        )
+        .await;
+        out[0].clone()
+    };
+    for _ in 0..2 {
+        assert!(login("wrong").await.1.starts_with("530"));
+    }
+    // Below the threshold the right password still works (and forgets the failures).
+    assert_eq!(login(PASSWORD).await.0, "NOOP");
+    for _ in 0..3 {
+        assert!(login("wrong").await.1.starts_with("530"));
+    }
+    let blocked_at = Instant::now();
+    let refused = login(PASSWORD).await;
+    assert_eq!(refused.0, "login", "the right password got in: {refused:?}");
+    assert!(refused.1.starts_with("530"), "{refused:?}");
+
+    // The block ends by itself: wait for it (bounded), trying the right password.
+    let deadline = blocked_at + block * 3;
+    loop {
+        let (name, reply) = login(PASSWORD).await;
+        if name == "NOOP" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still blocked: {reply}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(blocked_at.elapsed() >= block - Duration::from_millis(500));
     s.running.stop().await;
 }
 

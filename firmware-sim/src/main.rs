@@ -7,6 +7,10 @@
 //! - `seeds`: writes a generated seed set of S stations x P parameters (for loads).
 //! - `load`: drives a running quantrac at a rate for a duration; prints a JSON report.
 //! - `ceiling`: the broker's delivery rate of the same traffic to an idle subscriber.
+//! - `connections`: one MQTT connection per station, each publishing its own station;
+//!   quantrac's memory with the whole fleet connected.
+//! - `open-loop`: N messages as fast as the broker takes them, then counts what quantrac
+//!   stored once its count stops moving.
 //!
 //! Logs go to stderr (`RUST_LOG`, default `info`), so stdout carries only results.
 
@@ -53,6 +57,69 @@ enum Command {
     /// Measure the broker's delivery rate of load traffic to a subscriber that does nothing
     /// (the ceiling of quantrac's stored rate); print a JSON report.
     Ceiling(CeilingArgs),
+    /// Publish N messages as fast as the broker acknowledges them (never pausing for
+    /// quantrac), then wait until quantrac's stored count stops moving; print a JSON report
+    /// (acknowledged, stored, drain time, whether every acknowledged reading was stored).
+    OpenLoop(OpenLoopArgs),
+    /// Open one MQTT connection per station (client id = station id) to quantrac's device
+    /// endpoint, each publishing its own station every --interval for --duration; print a
+    /// JSON report (quantrac's resident memory connected and at peak, stored).
+    Connections(ConnectionsArgs),
+}
+
+#[derive(Args)]
+struct ConnectionsArgs {
+    /// The endpoint, host:port (plain MQTT, anonymous).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    address: String,
+    /// Directory holding stations.toml and limits.csv (e.g. written by `seeds`).
+    #[arg(long, default_value = "seeds")]
+    seeds: PathBuf,
+    /// Stations, one connection each (0 = all).
+    #[arg(long, default_value_t = 0)]
+    stations: usize,
+    /// Readings per record.
+    #[arg(long, default_value_t = 8)]
+    params: usize,
+    /// json, bincode or tt10.
+    #[arg(long, default_value = "json")]
+    encoding: Encoding,
+    /// Each device publishes once per interval.
+    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// How long the devices publish once all are connected.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// quantrac's HTTP API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// API token (any role).
+    #[arg(long, env = "QUANTRAC_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// How long to wait afterwards for quantrac to store everything.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    settle: Duration,
+}
+
+#[derive(Args)]
+struct OpenLoopArgs {
+    #[command(flatten)]
+    traffic: TrafficArgs,
+    /// quantrac's HTTP API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// API token (any role).
+    #[arg(long, env = "QUANTRAC_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Messages to publish (one record of --params readings each).
+    #[arg(long, default_value_t = 50_000)]
+    messages: u64,
+    /// The drain ends once quantrac's stored count has not moved for this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    still: Duration,
+    /// At most this long after publishing ends.
+    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+    settle: Duration,
 }
 
 #[derive(Args)]
@@ -301,9 +368,66 @@ fn main() -> anyhow::Result<()> {
             Command::Scenario(args) => scenario_command(args).await,
             Command::Load(args) => load_command(args).await,
             Command::Ceiling(args) => ceiling_command(args).await,
+            Command::OpenLoop(args) => open_loop_command(args).await,
+            Command::Connections(args) => connections_command(args).await,
             Command::Encode(_) | Command::Seeds(_) => Ok(()),
         }
     })
+}
+
+async fn open_loop_command(args: OpenLoopArgs) -> anyhow::Result<()> {
+    let fleet = load_fleet(&args.traffic.seeds)?;
+    let options = firmware_sim::load::OpenLoopOptions {
+        broker: args.traffic.broker.options(),
+        api: args.api,
+        token: args.token,
+        stations: stations_or_all(args.traffic.stations, &fleet),
+        params: args.traffic.params,
+        encoding: args.traffic.encoding,
+        messages: args.messages,
+        still: args.still,
+        settle: args.settle,
+    };
+    let report = firmware_sim::load::open_loop(options, &fleet)
+        .await
+        .context("open loop failed")?;
+    println!("{}", serde_json::to_string(&report)?);
+    if !report.all_acknowledged_stored {
+        bail!(
+            "quantrac stored {} of {} acknowledged readings",
+            report.readings_stored,
+            report.readings_acknowledged
+        );
+    }
+    Ok(())
+}
+
+async fn connections_command(args: ConnectionsArgs) -> anyhow::Result<()> {
+    let fleet = load_fleet(&args.seeds)?;
+    let options = firmware_sim::load::ConnectionsOptions {
+        address: args.address,
+        api: args.api,
+        token: args.token,
+        stations: stations_or_all(args.stations, &fleet),
+        params: args.params,
+        encoding: args.encoding,
+        interval: args.interval,
+        duration: args.duration,
+        settle: args.settle,
+    };
+    let report = firmware_sim::load::connections(options, &fleet)
+        .await
+        .context("connections failed")?;
+    println!("{}", serde_json::to_string(&report)?);
+    if !report.complete || report.connections_failed > 0 {
+        bail!(
+            "{} connections failed; quantrac stored {} of {} acknowledged readings",
+            report.connections_failed,
+            report.readings_stored,
+            report.readings_acknowledged
+        );
+    }
+    Ok(())
 }
 
 fn load_fleet(seeds: &std::path::Path) -> anyhow::Result<Fleet> {

@@ -220,6 +220,18 @@ impl Config {
                 "must be positive and at most ftp.passive_port_last",
             );
         }
+        if let Some(address) = &ftp.passive_address {
+            let v6 = address.parse::<std::net::Ipv6Addr>().is_ok();
+            if address.trim().is_empty() || v6 || crate::text::has_unsafe(address) {
+                return invalid(
+                    "ftp.passive_address",
+                    "must be an IPv4 address or a DNS name (PASV announces IPv4 only)",
+                );
+            }
+        }
+        if ftp.failed_logins_max > 0 && ftp.failed_logins_block.is_zero() {
+            return invalid("ftp.failed_logins_block", "must be positive");
+        }
         if ftp.max_file_bytes == 0 || self.ingest_dir.max_file_bytes == 0 {
             return invalid("ftp.max_file_bytes", "max_file_bytes must be positive");
         }
@@ -352,6 +364,24 @@ mod tests {
             jail.set_env("QUANTRAC_QUARANTINE__CAPACITY", "0");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("quarantine.capacity"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_ipv6_passive_address_and_an_unknown_block_kind_are_refused_naming_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("QUANTRAC_FTP__PASSIVE_ADDRESS", "::1");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("ftp.passive_address"), "{err}");
+            jail.set_env("QUANTRAC_FTP__PASSIVE_ADDRESS", "ftp.example.org");
+            assert!(Config::load(None).is_ok());
+            jail.set_env("QUANTRAC_FTP__FAILED_LOGINS_BLOCK_BY", "everyone");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.to_lowercase().contains("failed_logins_block_by"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -158,6 +158,15 @@ pub struct FtpConfig {
     /// Passive-mode data ports, an inclusive range.
     pub passive_port_first: u16,
     pub passive_port_last: u16,
+    /// The address PASV replies announce (behind NAT: the public one), an IPv4 address or a
+    /// DNS name resolved at each PASV; unset: the local address of the control connection.
+    pub passive_address: Option<String>,
+    /// Wrong passwords within `failed_logins_block` after which logins of that key
+    /// (`failed_logins_block_by`) are refused for `failed_logins_block`; 0: never.
+    pub failed_logins_max: u32,
+    #[serde(with = "humantime_serde")]
+    pub failed_logins_block: Duration,
+    pub failed_logins_block_by: crate::ftp::lockout::BlockBy,
     /// Explicit FTPS (`AUTH TLS`) with these files.
     pub tls: Option<TlsFiles>,
     /// Refuse logins and transfers that did not switch to TLS first (needs `tls`).

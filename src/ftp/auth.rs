@@ -2,8 +2,11 @@
 //! MQTT, checked by [`crate::mqtt::devices`]), reloaded with the seeds.
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use unftp_core::auth::{
     AuthenticationError, Authenticator, Credentials, Principal, UserDetail, UserDetailError,
     UserDetailProvider,
@@ -13,6 +16,7 @@ use crate::metrics as m;
 use crate::mqtt::devices::Device;
 
 use super::intake::SharedDevices;
+use super::lockout::Lockout;
 
 /// A logged-in data logger.
 #[derive(Debug, Clone)]
@@ -26,9 +30,13 @@ impl fmt::Display for DeviceUser {
 
 impl UserDetail for DeviceUser {}
 
-/// Checks a USER/PASS pair against the current device list.
+/// Checks a USER/PASS pair against the current device list, unless failed logins blocked
+/// that user or address ([`Lockout`], shared by every session).
 #[derive(Debug)]
-pub struct DeviceAuthenticator(pub SharedDevices);
+pub struct DeviceAuthenticator {
+    pub devices: SharedDevices,
+    pub lockout: Arc<Mutex<Lockout>>,
+}
 
 #[async_trait]
 impl Authenticator for DeviceAuthenticator {
@@ -37,14 +45,34 @@ impl Authenticator for DeviceAuthenticator {
         username: &str,
         creds: &Credentials,
     ) -> Result<Principal, AuthenticationError> {
+        let address = creds.source_ip;
+        let shown = crate::text::escape(username);
+        if let Err(blocked) = self.lockout.lock().check(address, username, Instant::now()) {
+            // Not even checked: a guesser learns nothing, and costs no password hash.
+            metrics::counter!(m::FTP_LOGINS_BLOCKED_TOTAL).increment(1);
+            tracing::info!(username = %shown, %address, remaining = ?blocked.remaining,
+                "FTP login refused: blocked after failed logins");
+            return Err(AuthenticationError::BadPassword);
+        }
         let password = creds.password.as_deref().unwrap_or_default();
-        match self.0.load().authenticate(username, password) {
-            Some(device) => Ok(Principal {
-                username: device.username.clone(),
-            }),
+        match self.devices.load().authenticate(username, password) {
+            Some(device) => {
+                self.lockout.lock().succeeded(address, username);
+                Ok(Principal {
+                    username: device.username.clone(),
+                })
+            }
             None => {
                 metrics::counter!(m::FTP_LOGINS_REFUSED_TOTAL).increment(1);
-                tracing::warn!(username, address = %creds.source_ip, "FTP login refused");
+                tracing::warn!(username = %shown, %address, "FTP login refused");
+                if self
+                    .lockout
+                    .lock()
+                    .failed(address, username, Instant::now())
+                {
+                    tracing::warn!(username = %shown, %address,
+                        "FTP logins blocked after repeated failures (ftp.failed_logins_max)");
+                }
                 Err(AuthenticationError::BadPassword)
             }
         }

@@ -8,6 +8,7 @@
 //! | LIST, NLST, MLSD | an empty listing |
 //! | SIZE, MDTM, RETR | 550 (no file is ever there to read) |
 //! | DELE, RMD, RNFR/RNTO | 550 permission denied |
+//! | SITE REASON | `200 <file>: <reason>`: why the last refused upload of this session was refused (see [`super`]) |
 
 use std::fmt::Debug;
 use std::path::Path;
@@ -15,17 +16,26 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use libunftp::options::{Reply, ReplyCode, SiteCommandContext, SiteCommandHandler};
+use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
 use unftp_core::storage::{Error, ErrorKind, Fileinfo, Metadata, Result, StorageBackend};
 
 use super::auth::DeviceUser;
 use super::intake::{Intake, Refusal, Source};
 
+/// Longest reason `SITE REASON` replies with (one reply line; the quarantine entry has all).
+const REASON_CHARS: usize = 400;
+
+/// The last refused upload of one session, as `SITE REASON` tells it.
+pub type LastRefusal = Arc<Mutex<Option<String>>>;
+
 /// One per session (libunftp makes one per connection); shares the intake.
 #[derive(Clone)]
 pub struct DropBox {
     pub intake: Arc<Intake>,
     pub max_file_bytes: usize,
+    pub last_refusal: LastRefusal,
 }
 
 impl Debug for DropBox {
@@ -74,6 +84,36 @@ pub fn reply_kind(refusal: &Refusal) -> ErrorKind {
         Refusal::TooLarge { .. } => ErrorKind::ExceededStorageAllocationError,
         Refusal::Unusable(_) => ErrorKind::PageTypeUnknown,
         Refusal::NotDurable(_) | Refusal::Stopping => ErrorKind::LocalError,
+    }
+}
+
+/// `<file>: <refusal>` on one safe line: no control character (a CR LF would end the
+/// reply and forge the next), at most [`REASON_CHARS`] characters.
+pub fn reason_line(file: &str, refusal: &Refusal) -> String {
+    let text = format!("{file}: {}: {refusal}", refusal.label());
+    let safe = crate::text::escape(&text);
+    match safe.char_indices().nth(REASON_CHARS) {
+        Some((cut, _)) => format!("{}...", &safe[..cut]),
+        None => safe.into_owned(),
+    }
+}
+
+/// `SITE REASON`: the reason for the last refused upload of the session. libunftp 0.24
+/// replies to a refused STOR with a fixed text per reply code and offers no way for a
+/// storage backend to word it; this is the hook it does offer.
+#[derive(Debug)]
+pub struct SiteReason(pub LastRefusal);
+
+#[async_trait]
+impl SiteCommandHandler<DropBox, DeviceUser> for SiteReason {
+    async fn handle(&self, _context: &SiteCommandContext<DropBox, DeviceUser>) -> Reply {
+        match self.0.lock().clone() {
+            Some(line) => Reply::new_with_string(ReplyCode::CommandOkay, line),
+            None => Reply::new(
+                ReplyCode::CommandOkay,
+                "no upload of this session was refused",
+            ),
+        }
     }
 }
 
@@ -150,7 +190,10 @@ impl StorageBackend<DeviceUser> for DropBox {
             .await
         {
             Ok(_) => Ok(received),
-            Err(refusal) => Err(Error::new(reply_kind(&refusal), refusal)),
+            Err(refusal) => {
+                *self.last_refusal.lock() = Some(reason_line(&file, &refusal));
+                Err(Error::new(reply_kind(&refusal), refusal))
+            }
         }
     }
 
@@ -177,5 +220,25 @@ impl StorageBackend<DeviceUser> for DropBox {
 
     async fn cwd<P: AsRef<Path> + Send + Debug>(&self, _user: &DeviceUser, _path: P) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_line_is_one_line_of_bounded_length() {
+        let refusal = Refusal::Unusable("line 1: bad\r\n226 forged".to_owned());
+        let line = reason_line("DN_X_Y_20260101000000.txt", &refusal);
+        assert_eq!(
+            line,
+            "DN_X_Y_20260101000000.txt: unusable: no usable reading: line 1: bad\\r\\n226 forged"
+        );
+        let long = Refusal::Unusable("x".repeat(5000));
+        assert_eq!(
+            reason_line("f.txt", &long).chars().count(),
+            REASON_CHARS + 3
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! | [`name`] | the file name `<PROVINCE>_<FACILITY>_<STATION>_<YYYYMMDDhhmmss>.txt` and its station |
 //! | [`intake`] | one file in: checks, the pipeline, durable outcome (shared by both sources) |
 //! | [`auth`] | FTP logins against `devices.toml` |
+//! | [`lockout`] | failed logins: a block after too many, shared by all sessions |
 //! | [`backend`] | libunftp storage backend: a write-only drop box |
 //! | [`server`] | the listener, session bound, ordered stop |
 //! | [`watch`] | the watched directory (polling, crash-safe moves) |
@@ -17,22 +18,26 @@
 //! A re-sent file is stored once (readings are keyed by `(station, param, ts)`).
 //!
 //! # Replies to a refused upload
-//! libunftp 0.24 answers each error kind with a fixed text, so the reply code tells the
-//! reason and the quarantine entry (`GET /api/v1/quarantine`; the whole file from
-//! `GET /api/v1/quarantine/{id}/payload`) and the log tell the details:
+//! libunftp 0.24 (the newest release) answers each error kind of a storage backend with a
+//! fixed text (`control_loop.rs`, `ControlChanMsg::StorageError`: the error's own message
+//! is dropped), so the reply code tells the reason class; `SITE REASON`, a SITE command
+//! (the hook libunftp offers), answers `200 <file>: <label>: <reason>` for the last refused
+//! upload of the session; the quarantine entry (`GET /api/v1/quarantine`; the whole file from
+//! `GET /api/v1/quarantine/{id}/payload`) and the log have it too:
 //!
-//! | reply | reason |
+//! | reply | reason (`SITE REASON` label) |
 //! |---|---|
-//! | `553 File name not allowed` | not a Circular 10 name, or it names no station of the registry |
-//! | `550 Permission denied` | the device may not upload for that station; APPE, DELE, RNFR, RMD |
-//! | `552 Exceeded storage allocation` | larger than `ftp.max_file_bytes` |
-//! | `551 Page type unknown` | no reading of the file could be used (undecodable, or all rejected) |
-//! | `451 Local error` | not durable (store failure) or quantrac stopping: send it again |
-//! | `530` | wrong user or password |
+//! | `553 File name not allowed` | not a Circular 10 name (`file_name`), or it names no station of the registry (`unknown_station`) |
+//! | `550 Permission denied` | the device may not upload for that station (`not_authorized`); APPE, DELE, RNFR, RMD |
+//! | `552 Exceeded storage allocation` | larger than `ftp.max_file_bytes` (`too_large`) |
+//! | `551 Page type unknown` | no reading of the file could be used (`unusable`: the first rejection) |
+//! | `451 Local error` | not durable (`not_durable`: store failure) or quantrac stopping (`stopping`): send it again |
+//! | `530` | wrong user or password, or blocked after `ftp.failed_logins_max` failures ([`lockout`]) |
 
 pub mod auth;
 pub mod backend;
 pub mod intake;
+pub mod lockout;
 pub mod name;
 pub mod server;
 pub mod watch;

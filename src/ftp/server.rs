@@ -16,8 +16,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use libunftp::options::FtpsRequired;
+use libunftp::options::{FtpsRequired, PassiveHost};
 use libunftp::ServerBuilder;
+use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
@@ -27,9 +28,13 @@ use crate::config::FtpConfig;
 use crate::metrics as m;
 
 use super::auth::{DeviceAuthenticator, DeviceDetails};
-use super::backend::DropBox;
+use super::backend::{DropBox, LastRefusal, SiteReason};
 use super::intake::Intake;
+use super::lockout::Lockout;
 use super::Error;
+
+/// Keys the failed-login memory holds at most (a flood of addresses evicts the oldest).
+const LOCKOUT_CAPACITY: usize = 100_000;
 
 /// How long stopping sessions may take to end by themselves once their files are durable.
 const SESSION_GRACE: Duration = Duration::from_secs(2);
@@ -64,10 +69,17 @@ pub async fn start(config: &FtpConfig, intake: Arc<Intake>) -> Result<FtpServer,
         addr: listen,
         source,
     })?;
+    let lockout = Lockout::new(
+        config.failed_logins_max,
+        config.failed_logins_block,
+        config.failed_logins_block_by,
+        LOCKOUT_CAPACITY,
+    );
     let session = Session {
         config: config.clone(),
         tls,
         intake: intake.clone(),
+        lockout: Arc::new(Mutex::new(lockout)),
     };
     // libunftp logs through `log` at info for every command; quantrac logs what matters.
     let stop = CancellationToken::new();
@@ -86,23 +98,36 @@ struct Session {
     config: FtpConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
     intake: Arc<Intake>,
+    /// Failed logins, shared by every session.
+    lockout: Arc<Mutex<Lockout>>,
 }
 
 impl Session {
     fn server(&self) -> Result<libunftp::Server<DropBox, super::auth::DeviceUser>, Error> {
         let devices = self.intake.devices().clone();
+        // One per session (this builds one server per connection): `SITE REASON` tells the
+        // last refusal of this session only.
+        let last_refusal = LastRefusal::default();
         let backend = DropBox {
             intake: self.intake.clone(),
             max_file_bytes: self.config.max_file_bytes,
+            last_refusal: last_refusal.clone(),
         };
         let mut builder = ServerBuilder::with_user_detail_provider(
             Box::new(move || backend.clone()),
             Arc::new(DeviceDetails(devices.clone())),
         )
-        .authenticator(Arc::new(DeviceAuthenticator(devices)))
+        .authenticator(Arc::new(DeviceAuthenticator {
+            devices,
+            lockout: self.lockout.clone(),
+        }))
         .greeting("quantrac Circular 10 receiver")
         .passive_ports(self.config.passive_port_first..=self.config.passive_port_last)
+        .site_command("REASON", SiteReason(last_refusal))
         .idle_session_timeout(self.config.idle_timeout.as_secs().max(1));
+        if let Some(address) = &self.config.passive_address {
+            builder = builder.passive_host(PassiveHost::from(address.as_str()));
+        }
         if let Some(tls) = &self.tls {
             builder = builder.ftps_manual::<std::path::PathBuf>(tls.clone());
             if self.config.require_tls {

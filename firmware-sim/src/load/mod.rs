@@ -18,8 +18,15 @@
 //!     the last reading is stored;
 //!   - **cost**: quantrac's CPU seconds and peak resident memory from its `/metrics`.
 //! - [`ceiling()`]: the same traffic to a subscriber that does nothing: the broker's limit.
+//! - [`open_loop()`]: a number of messages as fast as the broker acknowledges them, never
+//!   pausing for quantrac, then a wait until quantrac's stored count stops moving: whether
+//!   every acknowledged reading was stored, and how long the drain took.
+//! - [`connections()`]: one MQTT connection per station, each publishing its station:
+//!   quantrac's memory with a whole fleet connected.
 
 mod ceiling;
+mod connections;
+mod open_loop;
 mod stats;
 mod store_probe;
 mod traffic;
@@ -38,6 +45,8 @@ use crate::publish::{self, BrokerOptions, Publisher, Subscription};
 use crate::record::{Reading, Record, Status};
 
 pub use ceiling::{ceiling, CeilingReport};
+pub use connections::{connections, ConnectionsOptions, ConnectionsReport};
+pub use open_loop::{open_loop, OpenLoopOptions, OpenLoopReport};
 pub use stats::{Percentiles, Quantrac};
 pub use traffic::{calm_value, Traffic};
 
