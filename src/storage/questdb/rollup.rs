@@ -11,8 +11,9 @@
 //! - The bucket is a whole number of hours and starts on whole UTC hours (the calendar
 //!   offset is whole hours: Vietnam's +7 h is; a +5:30 zone's day is not, and reads raw).
 //! - The view has caught up with the table: QuestDB refreshes it after each WAL apply, a
-//!   moment later. Until then ([`Freshness::usable`] is false) the whole query reads raw
-//!   rows, so a reading visible in the table is always in the answer.
+//!   moment later. A query waits up to 250 ms for that; after that ([`Freshness::usable`]
+//!   still false) the whole query reads raw rows, so a reading visible in the table is
+//!   always in the answer.
 //! - Only whole hours come from the view; the partial hours at either end of the range come
 //!   from raw rows, and both parts are merged bucket by bucket ([`Merger`]).
 //! - Hours before the table's first row are not taken from the view (a dropped partition
