@@ -261,6 +261,9 @@ pub struct QuestDbConfig {
     pub max_request_bytes: usize,
     /// Drop partitions older than `storage.retention` (QuestDB TTL).
     pub ttl: bool,
+    /// Keep a materialized view of hourly aggregates (`<table>_hourly`) and answer
+    /// aggregates of whole hours from it (`storage::questdb::rollup`).
+    pub hourly_rollup: bool,
 }
 
 /// The local spool that holds writes while the store is unreachable.

@@ -17,6 +17,7 @@
 
 pub mod read;
 pub mod rewrites;
+pub mod rollup;
 pub mod schema;
 pub mod sink;
 pub mod sql;
@@ -44,6 +45,8 @@ pub struct QuestDbStore {
     pool: Pool,
     /// The readings table (checked by [`crate::config::is_table_name`]).
     table: String,
+    /// Its hourly rollup ([`rollup`]), `None` when `storage.questdb.hourly_rollup` is off.
+    view: Option<String>,
 }
 
 fn pg_error(e: impl std::error::Error + 'static) -> Error {
@@ -94,6 +97,9 @@ impl QuestDbStore {
             let build = schema::check_version(&client).await?;
             tracing::info!(%build, table = %config.table, "QuestDB server");
             schema::create(&client, &config.table, ttl_days).await?;
+            if config.hourly_rollup {
+                schema::create_rollup(&client, &config.table, ttl_days).await?;
+            }
         }
         let newest = read::latest(&*pool.get().await.map_err(pg_error)?, &config.table).await?;
         let rewrites = rewrites::Rewrites::new(
@@ -114,7 +120,33 @@ impl QuestDbStore {
             state,
             pool,
             table: config.table.clone(),
+            view: config
+                .hourly_rollup
+                .then(|| rollup::view_name(&config.table)),
         })
+    }
+
+    /// An aggregate, and whether the hourly rollup answered it (`rollup = false`: raw rows
+    /// only, whatever the configuration). For tests and benchmarks; the API calls
+    /// [`Store::aggregate`].
+    pub async fn aggregate_from(
+        &self,
+        query: AggregateQuery,
+        rollup: bool,
+    ) -> Result<(Vec<SeriesBuckets>, read::Source)> {
+        let view = self.view.as_deref().filter(|_| rollup);
+        read::aggregate(&*self.client().await?, &self.table, view, &query).await
+    }
+
+    /// Whether the hourly rollup has caught up with every write QuestDB applied (`false`
+    /// when it is off).
+    pub async fn rollup_fresh(&self) -> Result<bool> {
+        match &self.view {
+            Some(view) => Ok(read::freshness(&*self.client().await?, view)
+                .await?
+                .usable()),
+            None => Ok(false),
+        }
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -147,7 +179,10 @@ impl Store for QuestDbStore {
     }
 
     async fn aggregate(&self, query: AggregateQuery) -> Result<Vec<SeriesBuckets>> {
-        read::aggregate(&*self.client().await?, &self.table, &query).await
+        let view = self.view.as_deref();
+        let (series, _) =
+            read::aggregate(&*self.client().await?, &self.table, view, &query).await?;
+        Ok(series)
     }
 
     async fn latest(&self) -> Result<Vec<LatestRow>> {

@@ -1,6 +1,7 @@
 //! The QuestDB table, created at start with explicit DDL (never by ILP auto-creation, which
 //! would guess column types and skip deduplication).
 
+use super::rollup;
 use crate::storage::{Error, Result};
 
 /// The readings table. `ttl_days`: partitions older than this are dropped (none if 0).
@@ -112,6 +113,79 @@ pub async fn create(client: &tokio_postgres::Client, table: &str, ttl_days: u64)
             "table `{table}` exists without TIMESTAMP(ts), WAL and DEDUP UPSERT KEYS(ts, station, param) \
              (designated timestamp {designated:?}, WAL {wal}, DEDUP {dedup}); drop or rename it"
         )));
+    }
+    Ok(())
+}
+
+/// Creates the hourly rollup view ([`super::rollup`]) if missing, and checks that the one
+/// found is quantrac's: a view of that name over another table or with another query is
+/// refused (drop it, or turn `storage.questdb.hourly_rollup` off). A server that cannot
+/// create it (materialized views disabled, `cairo.mat.view.enabled=false`) is refused
+/// clearly. A view QuestDB marked invalid (its table was truncated, for one) is rebuilt in
+/// the background; aggregates read raw rows until it has caught up.
+pub async fn create_rollup(
+    client: &tokio_postgres::Client,
+    table: &str,
+    ttl_days: u64,
+) -> Result<()> {
+    let view = rollup::view_name(table);
+    let off = "or set storage.questdb.hourly_rollup = false";
+    if let Err(e) = client
+        .batch_execute(&rollup::view_ddl(table, ttl_days))
+        .await
+    {
+        return Err(Error::Incompatible(format!(
+            "QuestDB cannot create the materialized view `{view}` (hourly aggregates of `{table}`): {}; \
+             quantrac needs materialized views (QuestDB 8.3 or later, cairo.mat.view.enabled=true), {off}",
+            super::read::error_chain(&e)
+        )));
+    }
+    let row = client
+        .query_opt(
+            "SELECT base_table_name, view_sql, view_status, invalidation_reason \
+             FROM materialized_views() WHERE view_name = $1::varchar",
+            &[&view],
+        )
+        .await
+        .map_err(|e| {
+            Error::Unavailable(format!(
+                "cannot read QuestDB's materialized views: {}",
+                super::read::error_chain(&e)
+            ))
+        })?;
+    let Some(row) = row else {
+        return Err(Error::Incompatible(format!(
+            "`{view}` exists but is not a materialized view; drop or rename it, {off}"
+        )));
+    };
+    let text = |i: usize| -> String {
+        row.try_get::<_, Option<String>>(i)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
+    let (base, sql, status) = (text(0), text(1), text(2));
+    if !base.eq_ignore_ascii_case(table) || sql.trim() != rollup::view_select(table) {
+        return Err(Error::Incompatible(format!(
+            "the materialized view `{view}` is not quantrac's hourly rollup of `{table}` \
+             (over `{base}`: `{sql}`); drop it (quantrac creates it again), {off}"
+        )));
+    }
+    if status == "invalid" {
+        tracing::warn!(
+            view = %view,
+            reason = %crate::text::escape(&text(3)),
+            "QuestDB marked the hourly rollup invalid; rebuilding it (aggregates read raw rows meanwhile)"
+        );
+        client
+            .batch_execute(&format!("REFRESH MATERIALIZED VIEW {view} FULL"))
+            .await
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "cannot rebuild the materialized view `{view}`: {}",
+                    super::read::error_chain(&e)
+                ))
+            })?;
     }
     Ok(())
 }
