@@ -395,28 +395,14 @@ impl Spool {
     /// The next record to replay, if any. Records were checked at open; damage that appeared
     /// since is skipped up to the next intact record (counted and logged).
     pub fn peek(&mut self) -> Result<Option<Replay>, Error> {
-        let io = |source| Error::Io {
-            path: self.path.clone(),
-            source,
-        };
         while self.read < self.len {
-            let mut header = [0u8; HEADER];
-            self.file.seek(SeekFrom::Start(self.read)).map_err(io)?;
-            let mut found = None;
-            if self.file.read_exact(&mut header).is_ok() {
-                if let Some((len, crc)) = parse_header(&header) {
-                    if self.read + (HEADER + len) as u64 <= self.len {
-                        let mut payload = vec![0u8; len];
-                        if self.file.read_exact(&mut payload).is_ok() {
-                            found = decode(&payload, crc)
-                                .map(|items| (items, self.read + (HEADER + len) as u64));
-                        }
-                    }
-                }
+            if let Some(replay) = self.read_record(self.read)? {
+                return Ok(Some(replay));
             }
-            if let Some((items, next)) = found {
-                return Ok(Some(Replay { items, next }));
-            }
+            let io = |source| Error::Io {
+                path: self.path.clone(),
+                source,
+            };
             // Damaged since open: resynchronise on the next intact record.
             let mut rest = Vec::new();
             self.file.seek(SeekFrom::Start(self.read)).map_err(io)?;
@@ -433,6 +419,52 @@ impl Spool {
             self.read += skip;
         }
         Ok(None)
+    }
+
+    /// As [`Spool::peek`], with the records that follow merged in until they hold `max_rows`
+    /// readings or `max_bytes` of the file: the sink commits them in one transaction (one
+    /// record per commit replayed an outage's spool at a few hundred readings a second into
+    /// QuestDB). A damaged record ends the batch; the next `peek` deals with it.
+    pub fn peek_many(&mut self, max_rows: usize, max_bytes: u64) -> Result<Option<Replay>, Error> {
+        let Some(mut batch) = self.peek()? else {
+            return Ok(None);
+        };
+        let start = self.read;
+        let mut rows: usize = batch.items.iter().map(|i| i.readings.len()).sum();
+        while rows < max_rows && batch.next - start < max_bytes && batch.next < self.len {
+            let Some(more) = self.read_record(batch.next)? else {
+                break;
+            };
+            rows += more.items.iter().map(|i| i.readings.len()).sum::<usize>();
+            batch.items.extend(more.items);
+            batch.next = more.next;
+        }
+        Ok(Some(batch))
+    }
+
+    /// The record at `at`, or `None` if it is damaged.
+    fn read_record(&mut self, at: u64) -> Result<Option<Replay>, Error> {
+        let io = |source| Error::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut header = [0u8; HEADER];
+        self.file.seek(SeekFrom::Start(at)).map_err(io)?;
+        if self.file.read_exact(&mut header).is_err() {
+            return Ok(None);
+        }
+        let Some((len, crc)) = parse_header(&header) else {
+            return Ok(None);
+        };
+        let next = at + (HEADER + len) as u64;
+        if next > self.len {
+            return Ok(None);
+        }
+        let mut payload = vec![0u8; len];
+        if self.file.read_exact(&mut payload).is_err() {
+            return Ok(None);
+        }
+        Ok(decode(&payload, crc).map(|items| Replay { items, next }))
     }
 
     /// Marks replay done up to `next` (from [`Spool::peek`]); empties the file once all of it
@@ -635,6 +667,33 @@ mod tests {
             spool.advance(r.next).unwrap();
         }
         out
+    }
+
+    #[test]
+    fn consecutive_records_are_replayed_together_up_to_the_row_and_byte_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        for v in 1..=5 {
+            s.append(&[item(f64::from(v))]).unwrap();
+        }
+        let first = s.peek_many(3, u64::MAX).unwrap().unwrap();
+        let got: Vec<f64> = first.items.iter().map(|i| i.readings[0].value).collect();
+        assert_eq!(got, [1.0, 2.0, 3.0], "three records of one reading each");
+        // Not advanced: the same batch again (a failed commit replays it whole).
+        assert_eq!(s.peek_many(3, u64::MAX).unwrap().unwrap().next, first.next);
+        s.advance(first.next).unwrap();
+        let one = s.peek_many(100, 1).unwrap().unwrap();
+        assert_eq!(
+            one.items.len(),
+            1,
+            "the byte bound still lets one record through"
+        );
+        s.advance(one.next).unwrap();
+        let rest = s.peek_many(100, u64::MAX).unwrap().unwrap();
+        assert_eq!(rest.items[0].readings[0].value, 5.0);
+        s.advance(rest.next).unwrap();
+        assert!(s.is_empty());
+        assert!(s.peek_many(100, u64::MAX).unwrap().is_none());
     }
 
     #[test]

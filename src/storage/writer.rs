@@ -424,15 +424,16 @@ impl Worker {
             return;
         };
         while started.elapsed() < REPLAY_SLICE {
-            let record = match spool.peek() {
-                Ok(Some(r)) => r,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the spool; retrying");
-                    self.replay_at = Instant::now() + self.replay_backoff;
-                    return;
-                }
-            };
+            let record =
+                match spool.peek_many(self.config.batch_max_rows, BATCH_MAX_PAYLOAD_BYTES as u64) {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the spool; retrying");
+                        self.replay_at = Instant::now() + self.replay_backoff;
+                        return;
+                    }
+                };
             match self.sink.commit(&record.items) {
                 Ok(_) => {
                     self.health.committed();
