@@ -741,42 +741,6 @@ async fn a_flood_through_mosquitto_larger_than_every_queue_is_stored_whole_and_r
     svc.stop().await;
 }
 
-/// Every SO2 reading time stored from `t0` on, page by page.
-async fn all_stored_times(api: &Api, t0: i64, to: i64) -> std::collections::HashSet<i64> {
-    let mut times = std::collections::HashSet::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!(
-            "{}/api/v1/readings?station={ST}&param=SO2&from={t0}&to={to}&limit=10000",
-            api.base
-        );
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let body: serde_json::Value = api
-            .http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for r in body["readings"].as_array().unwrap() {
-            let at = r["ts"].as_str().unwrap();
-            times.insert(
-                chrono::DateTime::parse_from_rfc3339(at)
-                    .unwrap()
-                    .timestamp_millis(),
-            );
-        }
-        match body["next_cursor"].as_str() {
-            Some(next) if body["has_more"] == true => cursor = Some(next.to_owned()),
-            _ => return times,
-        }
-    }
-}
-
 /// The field report's reproduction on the device endpoint: an open-loop gateway (paho-mqtt,
 /// a client nobody here wrote) floods 20,000 records, one per message, as fast as quantrac
 /// acknowledges (over ten times every queue: the store's, set to 1,024 here, a connection's
@@ -845,7 +809,9 @@ async fn sigkill_in_the_middle_of_a_paho_flood_loses_nothing_acknowledged(versio
         .lines()
         .map(|l| l.parse().unwrap())
         .collect();
-    let stored = all_stored_times(&reader, t0, t0 + N as i64 * 1000).await;
+    let (stored, _) = reader
+        .stored_times(ST, "SO2", t0, t0 + N as i64 * 1000)
+        .await;
     let missing: Vec<i64> = acked
         .iter()
         .copied()

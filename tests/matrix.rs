@@ -26,7 +26,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -202,50 +201,6 @@ fn sample_readiness(base: String, stop: tokio_util::sync::CancellationToken) -> 
     samples
 }
 
-/// Every SO2 reading time stored from `t0` on, page by page, and the rows returned.
-async fn stored_times(api: &Api, t0: i64, to: i64) -> (HashSet<i64>, usize) {
-    let mut times = HashSet::new();
-    let mut rows = 0;
-    let mut cursor: Option<String> = None;
-    let mut errors = 0;
-    loop {
-        let mut url = format!(
-            "{}/api/v1/readings?station={ST}&param=SO2&from={t0}&to={to}&limit=10000",
-            api.base
-        );
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let body: serde_json::Value = api
-            .http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let Some(readings) = body["readings"].as_array() else {
-            // Seen twice on QuestDB right after SIGCONT with three QuestDB cells at once (not
-            // reproduced alone): said, and the page asked again, bounded.
-            eprintln!("the readings API answered {body}; asking again");
-            errors += 1;
-            assert!(errors < 20, "the readings API keeps failing: {body}");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        };
-        for r in readings {
-            let at = chrono::DateTime::parse_from_rfc3339(r["ts"].as_str().unwrap()).unwrap();
-            times.insert(at.timestamp_millis());
-            rows += 1;
-        }
-        match body["next_cursor"].as_str() {
-            Some(next) if body["has_more"] == true => cursor = Some(next.to_owned()),
-            _ => return (times, rows),
-        }
-    }
-}
-
 /// A tmpfs of `mib` MiB for a data directory (root only), unmounted on drop.
 struct Tmpfs(tempfile::TempDir);
 
@@ -405,7 +360,7 @@ async fn cell(way: Way, fault: Fault) {
     let to = t0 + n as i64 * 1000;
     let deadline = Instant::now() + Duration::from_secs(60);
     let (times, rows) = loop {
-        let (times, rows) = stored_times(&reader, t0, to).await;
+        let (times, rows) = reader.stored_times(ST, "SO2", t0, to).await;
         if times.len() >= n || Instant::now() > deadline {
             break (times, rows);
         }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::auth::need;
 use super::params::{self, Params};
 use super::{ApiError, ApiResult, ApiState};
-use crate::registry::Station;
+use crate::registry::{Registry, Station};
 use crate::security::Role;
 use crate::storage::{AggregateQuery, RawQuery as RawReadings, RevisionQuery};
 use crate::telemetry::{Status, Timestamp};
@@ -49,21 +49,40 @@ impl Agg {
     }
 }
 
-async fn readings(State(state): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult<Json<Value>> {
-    let mut p = Params::parse(q.as_deref())?;
+/// What both reading routes select: a station of the registry, its parameters (`param`, all
+/// by default) and a time range (`from`, `to`).
+fn selection<'r>(
+    state: &ApiState,
+    registry: &'r Registry,
+    p: &mut Params,
+) -> ApiResult<(&'r Station, Vec<String>, (Timestamp, Timestamp))> {
     let station_id = p.required("station")?;
-    let registry = state.registry.load();
     let station = registry
         .station(&station_id)
         .ok_or_else(|| ApiError::unknown_station(&station_id))?;
     let names = param_names(station, p.take("param"))?;
-    let (from, to) = params::range(
-        &mut p,
+    let range = params::range(
+        p,
         state.offset(),
         Timestamp::now(),
         state.config.default_range,
         state.config.max_range,
     )?;
+    Ok((station, names, range))
+}
+
+/// `limit`: the page size, bounded by `api.max_page_size`.
+fn page_limit(state: &ApiState, p: &mut Params) -> ApiResult<usize> {
+    match p.take("limit") {
+        Some(l) => params::bounded("limit", &l, state.config.max_page_size),
+        None => Ok(state.config.default_page_size),
+    }
+}
+
+async fn readings(State(state): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult<Json<Value>> {
+    let mut p = Params::parse(q.as_deref())?;
+    let registry = state.registry.load();
+    let (station, names, (from, to)) = selection(&state, &registry, &mut p)?;
     check_cost(names.len(), from, to, state.config.max_query_cost)?;
     let status_text = p.take("status");
     match p.take("bucket") {
@@ -96,10 +115,7 @@ async fn readings(State(state): State<ApiState>, RawQuery(q): RawQuery) -> ApiRe
                     "needs `bucket` (1m, 5m, 15m, 1h or 1d)",
                 ));
             }
-            let limit = match p.take("limit") {
-                Some(l) => params::bounded("limit", &l, state.config.max_page_size)?,
-                None => state.config.default_page_size,
-            };
+            let limit = page_limit(&state, &mut p)?;
             let after = p
                 .take("cursor")
                 .map(|c| params::decode_reading_cursor(&c))
@@ -118,23 +134,9 @@ async fn readings(State(state): State<ApiState>, RawQuery(q): RawQuery) -> ApiRe
 /// of the same `(param, ts)` replaced with a different value or status, oldest reading first.
 async fn revisions(State(state): State<ApiState>, RawQuery(q): RawQuery) -> ApiResult<Json<Value>> {
     let mut p = Params::parse(q.as_deref())?;
-    let station_id = p.required("station")?;
     let registry = state.registry.load();
-    let station = registry
-        .station(&station_id)
-        .ok_or_else(|| ApiError::unknown_station(&station_id))?;
-    let names = param_names(station, p.take("param"))?;
-    let (from, to) = params::range(
-        &mut p,
-        state.offset(),
-        Timestamp::now(),
-        state.config.default_range,
-        state.config.max_range,
-    )?;
-    let limit = match p.take("limit") {
-        Some(l) => params::bounded("limit", &l, state.config.max_page_size)?,
-        None => state.config.default_page_size,
-    };
+    let (station, names, (from, to)) = selection(&state, &registry, &mut p)?;
+    let limit = page_limit(&state, &mut p)?;
     p.finish()?;
     let page = state
         .store
