@@ -126,6 +126,7 @@ impl Config {
             ),
             ("storage.queue_capacity", self.storage.queue_capacity),
             ("storage.batch_max_rows", self.storage.batch_max_rows),
+            ("storage.checkpoint_mb", self.storage.checkpoint_mb),
             ("quarantine.capacity", self.quarantine.capacity),
             (
                 "stations.offline_after",

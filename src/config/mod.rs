@@ -221,6 +221,7 @@ pub struct StorageConfig {
     #[serde(with = "humantime_serde")]
     pub batch_max_delay: Duration,
     pub cache_mb: usize,
+    pub checkpoint_mb: usize,
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
     /// Longest start-up `PRAGMA quick_check` of each SQLite file; zero skips the check.

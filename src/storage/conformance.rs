@@ -38,6 +38,7 @@ macro_rules! storage_conformance_tests {
             a_written_reading_reads_back_exactly,
             rewriting_a_key_stores_it_once_and_the_last_value_wins,
             a_changed_rewrite_keeps_the_earlier_version_and_an_identical_one_keeps_nothing,
+            a_large_item_of_new_resent_and_corrected_readings_keeps_each_key_once_and_each_change,
             raw_pages_follow_ts_then_param_order_and_cursors_neither_skip_nor_repeat,
             from_is_inclusive_and_to_is_exclusive,
             the_status_filter_selects_readings_by_status,
@@ -255,6 +256,68 @@ pub async fn a_changed_rewrite_keeps_the_earlier_version_and_an_identical_one_ke
         .revisions
         .iter()
         .all(|r| r.param == "COD" && r.station == s));
+    store.close().await.unwrap();
+}
+
+/// One item of 152 readings (more than one statement's worth in a store that writes many
+/// rows per statement): 50 new, one key twice with different values, and 100 re-sent of
+/// which every tenth is corrected. Each key is stored once with its last value; the
+/// corrections and the first of the pair are kept as revisions, the identical re-sends not.
+pub async fn a_large_item_of_new_resent_and_corrected_readings_keeps_each_key_once_and_each_change(
+    b: &dyn Backend,
+) {
+    let store = b.open("large-item").await;
+    let s = station("large-item");
+    let t0 = base_time();
+    let first: Vec<Reading> = (0..100)
+        .map(|i| reading(&s, "COD", at(t0, i), i as f64, Status::Measuring))
+        .collect();
+    write_durably(&*store, first).await;
+    let corrected = |i: i64| {
+        if i % 10 == 0 {
+            i as f64 + 1000.0
+        } else {
+            i as f64
+        }
+    };
+    let mut item: Vec<Reading> = (100..150)
+        .map(|i| reading(&s, "COD", at(t0, i), i as f64, Status::Measuring))
+        .collect();
+    item.push(reading(&s, "COD", at(t0, 150), 1.0, Status::Measuring));
+    item.push(reading(&s, "COD", at(t0, 150), 2.0, Status::Measuring));
+    item.extend((0..100).map(|i| reading(&s, "COD", at(t0, i), corrected(i), Status::Measuring)));
+    write_durably(&*store, item).await;
+
+    let (stored, _) = read_all(&*store, raw(&s, &["COD"], t0, at(t0, 151), 1000)).await;
+    let expected: Vec<(Timestamp, f64)> = (0..151)
+        .map(|i| match i {
+            0..100 => (at(t0, i), corrected(i)),
+            150 => (at(t0, i), 2.0),
+            _ => (at(t0, i), i as f64),
+        })
+        .collect();
+    let got: Vec<(Timestamp, f64)> = stored.iter().map(|r| (r.ts, r.value)).collect();
+    assert_eq!(got, expected, "each key once, with its last value");
+    let history = store
+        .revisions(RevisionQuery {
+            station: s.clone(),
+            params: vec!["COD".into()],
+            from: t0,
+            to: at(t0, 151),
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let kept: Vec<(Timestamp, f64)> = history.revisions.iter().map(|r| (r.ts, r.value)).collect();
+    let mut want: Vec<(Timestamp, f64)> = (0..100)
+        .step_by(10)
+        .map(|i| (at(t0, i), i as f64))
+        .collect();
+    want.push((at(t0, 150), 1.0));
+    assert_eq!(
+        kept, want,
+        "the corrected and the replaced versions, nothing else"
+    );
     store.close().await.unwrap();
 }
 

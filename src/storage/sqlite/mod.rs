@@ -1,9 +1,10 @@
 //! The embedded store: SQLite (bundled, WAL mode) in `<storage.path>/quantrac.db`.
 //!
-//! # Schema (version 5, `PRAGMA user_version`)
+//! # Schema (version 6, `PRAGMA user_version`)
 //! ```text
 //! series     (id INTEGER PRIMARY KEY, station, param, zone, UNIQUE (station, param))
 //! readings   (series, ts, value REAL, status 0|1|2, PRIMARY KEY (series, ts)) WITHOUT ROWID
+//!             (status check as comparisons, not `IN`: a per-row temporary b-tree) [v6]
 //! quarantine (id AUTOINCREMENT, received_at, topic, encoding, reason, station, param, ts,
 //!             value, detail, excerpt,
 //!             total, reasons JSON, samples JSON, payload_bytes)  one row per message [v4]
@@ -24,7 +25,8 @@
 //! - A reading's identity `(station, param, ts)` maps to exactly one row: `series` turns
 //!   `(station, param)` into a small integer and `readings` is keyed by `(series, ts)`.
 //!   Re-writing a key updates the row in place (last write wins), so re-sent data is stored
-//!   once. The clustered `WITHOUT ROWID` key keeps a series' rows together: range queries
+//!   once. New readings go in 64 to a statement (`INSERT OR IGNORE`); only a statement that
+//!   found a key taken is followed by per-reading updates ([`sink`]). The clustered `WITHOUT ROWID` key keeps a series' rows together: range queries
 //!   and "latest" are primary-key seeks (see `../shared/reference/storage-notes.md`).
 //! - One writer. Only the writer thread ([`writer`]) writes; it commits whole
 //!   [`WriteItem`](crate::storage::WriteItem)s, in queue order, in transactions of up to
@@ -77,6 +79,8 @@ pub struct SqliteConfig {
     pub dir: PathBuf,
     pub sync: SyncMode,
     pub cache_mb: usize,
+    /// Size of the write-ahead log that triggers a checkpoint, MiB.
+    pub checkpoint_mb: usize,
     pub quarantine_capacity: usize,
     /// Bytes of whole rejected payloads kept (the dead-letter store).
     pub dead_letter_max_bytes: u64,
@@ -91,6 +95,7 @@ impl SqliteConfig {
             dir: storage.path.clone(),
             sync: storage.sync,
             cache_mb: storage.cache_mb,
+            checkpoint_mb: storage.checkpoint_mb,
             quarantine_capacity: quarantine.capacity,
             dead_letter_max_bytes: quarantine.dead_letter_max_bytes,
             integrity_check_timeout: storage.integrity_check_timeout,
@@ -111,6 +116,7 @@ impl SqliteConfig {
             dir: dir.into(),
             sync: SyncMode::Normal,
             cache_mb: 16,
+            checkpoint_mb: 40,
             quarantine_capacity: 10_000,
             dead_letter_max_bytes: 256 * 1024 * 1024,
             integrity_check_timeout: std::time::Duration::from_secs(60),
@@ -146,6 +152,10 @@ fn open_writable(config: &SqliteConfig) -> Result<(Connection, PathBuf)> {
         SyncMode::Normal => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", sync)?;
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let checkpoint_bytes = i64::try_from(config.checkpoint_mb.saturating_mul(1 << 20));
+    let pages = checkpoint_bytes.unwrap_or(i64::MAX) / page_size.max(512);
+    conn.pragma_update(None, "wal_autocheckpoint", pages.max(1))?;
     schema::migrate(&mut conn)?;
     Ok((conn, path))
 }
