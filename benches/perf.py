@@ -43,9 +43,16 @@ What it does, on this machine, in one run:
 6. Memory with 10,000 connected devices: `firmware-sim connections` opens one MQTT
    connection per station to the endpoint, each publishing its own station; quantrac's
    resident memory once all are connected, and its peak.
-7. Writes the tables, the machine, the commit and the raw JSON into the document.
+7. Backfill: a fleet catching up after an outage. BACKFILL_STATIONS stations x 8
+   parameters each send 60 days of 5-minute history (17,280 records) as backlog arrays of
+   100 records, over 8 connections at once (`firmware-sim backfill`), into an empty
+   database through the device endpoint; readings stored per second, JSON and bincode,
+   and JSON with SQLite's own checkpoint size (4 MiB) for comparison. With
+   `--baseline-quantrac PATH` the same JSON backfill also runs with that binary (an
+   earlier build), for a before/after ratio measured in the same run.
+8. Writes the tables, the machine, the commit and the raw JSON into the document.
 
-`--only rates,memory,open-loop,endpoint-vs-store,connections` runs some of the parts (the
+`--only rates,memory,open-loop,endpoint-vs-store,connections,backfill` runs some of the parts (the
 document then has only their sections: write it elsewhere with --out).
 
 A load that quantrac does not store completely within a minute after publishing stops is
@@ -73,7 +80,13 @@ RELEASE = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, 
 QUANTRAC = os.path.join(RELEASE, "quantrac")
 SIM = os.path.join(RELEASE, "firmware-sim")
 STORE_ALONE = os.path.join(RELEASE, "examples", "store_alone")
-PARTS = ["rates", "memory", "open-loop", "endpoint-vs-store", "connections"]
+PARTS = ["rates", "memory", "open-loop", "endpoint-vs-store", "connections", "backfill"]
+# The parts that start from the prefilled template database.
+TEMPLATE_PARTS = {"rates", "open-loop", "endpoint-vs-store"}
+BACKFILL_STATIONS = 100
+BACKFILL_RECORDS = 17280  # 60 days of 5-minute records
+BACKFILL_TARGET = 400000  # readings/s (issue 10)
+NODE_RED = 40000  # readings/s: Node-RED 4.1's best flow on this kind of machine (issue 10)
 ENCODINGS = ["json", "bincode", "tt10"]
 
 
@@ -197,7 +210,8 @@ def quantrac_env(seeds, data, api_port, broker_url=None, broker_port=None):
 class Quantrac:
     """`quantrac serve` on a copy of `template` (a data directory) or an empty one."""
 
-    def __init__(self, work, name, seeds, broker_url=None, template=None):
+    def __init__(self, work, name, seeds, broker_url=None, template=None, extra_env=None,
+                 program=QUANTRAC):
         self.api_port = free_port()
         self.broker_port = None if broker_url else free_port()
         self.url = broker_url or f"mqtt://127.0.0.1:{self.broker_port}"
@@ -208,8 +222,9 @@ class Quantrac:
             shutil.copytree(template, data)
         self.log = open(os.path.join(work, f"quantrac-{name}.log"), "w")
         env = quantrac_env(seeds, data, self.api_port, broker_url, self.broker_port)
+        env.update(extra_env or {})
         self.process = subprocess.Popen(
-            [QUANTRAC, "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT
+            [program, "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT
         )
         self.api = f"http://127.0.0.1:{self.api_port}"
         wait_ready(self.api)
@@ -248,16 +263,19 @@ def run(args):
                     "--params", str(args.params)], check=True)
     subprocess.run([SIM, "seeds", "--out", big, "--stations", "10000", "--params", "8"],
                    check=True)
-    print(f"prefill: {args.prefill} s of load into a template database", file=sys.stderr)
-    q = Quantrac(work, "template", seeds)
-    try:
-        prefill = sim("load", "--broker", q.url, "--api", q.api, "--token", q.token, "--client-id", "perf-prefill",
-                      "--rate", "0", *traffic(seeds, args, "bincode", args.prefill))
-    finally:
-        q.close()
-    template = q.data
+    out = {}
+    template = None
+    if TEMPLATE_PARTS & set(parts):
+        print(f"prefill: {args.prefill} s of load into a template database", file=sys.stderr)
+        q = Quantrac(work, "template", seeds)
+        try:
+            out["prefill"] = sim("load", "--broker", q.url, "--api", q.api, "--token", q.token,
+                                 "--client-id", "perf-prefill", "--rate", "0",
+                                 *traffic(seeds, args, "bincode", args.prefill))
+        finally:
+            q.close()
+        template = q.data
     encodings = ENCODINGS[:1] if args.quick else ENCODINGS
-    out = {"prefill": prefill}
     mosquitto = Mosquitto(work)
     try:
         if "rates" in parts:
@@ -281,6 +299,8 @@ def run(args):
         out["endpoint_vs_store"] = endpoint_vs_store(args, work, seeds, template)
     if "connections" in parts:
         out["connections"] = connections(args, work, big)
+    if "backfill" in parts:
+        out["backfill"] = backfill(args, work)
     write(args, out)
     if args.keep:
         print(f"kept {work} (logs, databases)", file=sys.stderr)
@@ -375,6 +395,69 @@ def connections(args, work, big):
         q.close()
 
 
+def backfill(args, work):
+    """Every station sends its history as backlog arrays into an empty database."""
+    seeds = os.path.join(work, "seeds-backfill")
+    subprocess.run([SIM, "seeds", "--out", seeds, "--stations", str(BACKFILL_STATIONS),
+                    "--params", "8", "--interval", "5m"], check=True)
+    records = max(100, BACKFILL_RECORDS // 10) if args.quick else BACKFILL_RECORDS
+    cases = [("json", {}, QUANTRAC, "this build"),
+             ("bincode", {}, QUANTRAC, "this build"),
+             ("json", {"QUANTRAC_STORAGE__CHECKPOINT_MB": "4"}, QUANTRAC,
+              "this build, storage.checkpoint_mb = 4")]
+    if args.baseline_quantrac:
+        cases.append(("json", {}, os.path.abspath(args.baseline_quantrac),
+                      f"baseline: {os.path.basename(args.baseline_quantrac)}"))
+    results = []
+    for encoding, env, program, label in cases:
+        print(f"backfill: {label}, {encoding}", file=sys.stderr)
+        q = Quantrac(work, "backfill", seeds, extra_env=env, program=program)
+        try:
+            r = sim("backfill", "--broker", q.url, "--api", q.api, "--token", q.token,
+                    "--client-id", "perf-backfill", "--seeds", seeds, "--encoding", encoding,
+                    "--records-per-station", str(records), "--per-message", "100",
+                    "--connections", "8")
+        finally:
+            q.close()
+            shutil.rmtree(q.data, ignore_errors=True)
+        results.append({"quantrac": label, **r})
+    return results
+
+
+def backfill_section(args, results):
+    first = results[0]
+    lines = [
+        "",
+        "## Backfill: a fleet catching up after an outage",
+        "",
+        f"`firmware-sim backfill`: {first['stations']} stations x {first['params']} parameters, each",
+        f"sending {fmt(first['records_per_station'])} records of 5-minute history (60 days) oldest first,",
+        f"as backlog arrays of {first['per_message']} records, over {first['connections']} MQTT connections",
+        "at once (station i on connection i mod 8, one message per station in turn), through",
+        "quantrac's own device endpoint into an empty embedded store (`storage.sync = \"full\"`).",
+        "Readings stored per second, from the first publish until the last reading is stored",
+        "(every message is acknowledged only once durable). Target: 400,000 readings/s, 10 x",
+        f"Node-RED 4.1's best flow on this kind of machine ({fmt(NODE_RED)} readings/s, quoted in",
+        "issue 10, not measured here).",
+        "",
+        "| quantrac | encoding | readings | stored (readings/s) | / Node-RED | complete | peak memory | target (400,000/s) |",
+        "|---|---|---:|---:|---:|---|---:|---|",
+    ]
+    for r in results:
+        rate = r["stored_per_second"]
+        peak = (r.get("quantrac_peak_rss_bytes") or 0) / 1e6
+        lines.append(
+            f"| {r['quantrac']} | {r['encoding']} | {fmt(r['readings_published'])} | {fmt(rate)} "
+            f"| {rate / NODE_RED:.1f} x | {'yes' if r['complete'] else 'NO'} | {peak:.0f} MB "
+            f"| {'met' if rate >= BACKFILL_TARGET and r['complete'] else 'not met'} |"
+        )
+    base = [r for r in results if r["quantrac"].startswith("baseline")]
+    if base:
+        ratio = results[0]["stored_per_second"] / base[0]["stored_per_second"]
+        lines += ["", f"This build / baseline (JSON, same run): **{ratio:.2f} x**."]
+    return lines
+
+
 def machine():
     cpu = "unknown CPU"
     try:
@@ -404,7 +487,7 @@ def fmt(n):
 
 def write(args, out):
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    prefill = out["prefill"]
+    prefill = out.get("prefill")
     lines = [
         "# Performance baseline",
         "",
@@ -417,7 +500,8 @@ def write(args, out):
         "published by `firmware-sim` from a separate process. Everything (publisher, broker,",
         "quantrac) shares the machine's cores. quantrac runs with its defaults: the embedded",
         "SQLite store with `storage.sync = \"full\"` (every acknowledged reading is on disk),",
-        f"starting from a database that already holds {fmt(prefill['readings_stored'])} readings",
+        "starting from a database that already holds "
+        + (f"{fmt(prefill['readings_stored'])} readings" if prefill else "(no prefill in this run)"),
         "of the same fleet; only `alerts.lateness` is 1 s instead of 30 s (the alert probe's",
         "station is silent between runs, and the first readings after a gap wait that long for",
         "stragglers before they are judged: longer than a run).",
@@ -432,6 +516,8 @@ def write(args, out):
         lines += endpoint_vs_store_section(args, out["endpoint_vs_store"])
     if "open_loop" in out:
         lines += open_loop_section(args, out["open_loop"])
+    if "backfill" in out:
+        lines += backfill_section(args, out["backfill"])
     lines += [
         "",
         "## Where the time goes",
@@ -806,6 +892,8 @@ def main():
     parser.add_argument("--only", default=",".join(PARTS),
                         help=f"comma-separated parts to run, of {','.join(PARTS)}")
     parser.add_argument("--quick", action="store_true", help="json only, short runs")
+    parser.add_argument("--baseline-quantrac",
+                        help="an earlier quantrac binary to run the JSON backfill with too")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "performance.md"))
     add_questdb_options(parser)

@@ -65,6 +65,49 @@ enum Command {
     /// endpoint, each publishing its own station every --interval for --duration; print a
     /// JSON report (quantrac's resident memory connected and at peak, stored).
     Connections(ConnectionsArgs),
+    /// Every station sends its stored history, oldest first, as backlog arrays over a few
+    /// connections at once (a fleet catching up after an outage); print a JSON report
+    /// (readings stored per second, whether every reading was stored).
+    Backfill(BackfillArgs),
+}
+
+#[derive(Args)]
+struct BackfillArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Directory holding stations.toml and limits.csv (e.g. written by `seeds`).
+    #[arg(long, default_value = "seeds")]
+    seeds: PathBuf,
+    /// Stations to send as (the first of the seed set; 0 = all).
+    #[arg(long, default_value_t = 0)]
+    stations: usize,
+    /// Readings per record.
+    #[arg(long, default_value_t = 8)]
+    params: usize,
+    /// json or bincode (tt10 carries one record per message).
+    #[arg(long, default_value = "json")]
+    encoding: Encoding,
+    /// History per station, in records (60 days of 5-minute records: 17,280).
+    #[arg(long, default_value_t = 2_000)]
+    records_per_station: u64,
+    /// Records per backlog message.
+    #[arg(long, default_value_t = 100)]
+    per_message: usize,
+    /// Time between two records of a station's history.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// MQTT connections sharing the stations (client ids `<client-id>-<k>`).
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// quantrac's HTTP API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// API token (any role).
+    #[arg(long, env = "QUANTRAC_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// How long to wait after the last acknowledgement for quantrac to store everything.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    settle: Duration,
 }
 
 #[derive(Args)]
@@ -370,9 +413,42 @@ fn main() -> anyhow::Result<()> {
             Command::Ceiling(args) => ceiling_command(args).await,
             Command::OpenLoop(args) => open_loop_command(args).await,
             Command::Connections(args) => connections_command(args).await,
+            Command::Backfill(args) => backfill_command(args).await,
             Command::Encode(_) | Command::Seeds(_) => Ok(()),
         }
     })
+}
+
+async fn backfill_command(args: BackfillArgs) -> anyhow::Result<()> {
+    let fleet = load_fleet(&args.seeds)?;
+    if args.encoding == Encoding::Tt10 {
+        bail!("--encoding tt10 carries one record per message; use json or bincode");
+    }
+    let options = firmware_sim::load::BackfillOptions {
+        broker: args.broker.options(),
+        api: args.api,
+        token: args.token,
+        stations: stations_or_all(args.stations, &fleet),
+        params: args.params,
+        encoding: args.encoding,
+        records_per_station: args.records_per_station,
+        per_message: args.per_message,
+        interval: args.interval,
+        connections: args.connections,
+        settle: args.settle,
+    };
+    let report = firmware_sim::load::backfill(options, &fleet)
+        .await
+        .context("backfill failed")?;
+    println!("{}", serde_json::to_string(&report)?);
+    if !report.complete {
+        bail!(
+            "quantrac stored {} of {} readings",
+            report.readings_stored,
+            report.readings_published
+        );
+    }
+    Ok(())
 }
 
 async fn open_loop_command(args: OpenLoopArgs) -> anyhow::Result<()> {

@@ -23,7 +23,10 @@
 //!   every acknowledged reading was stored, and how long the drain took.
 //! - [`connections()`]: one MQTT connection per station, each publishing its station:
 //!   quantrac's memory with a whole fleet connected.
+//! - [`backfill()`]: every station sends its stored history as backlog arrays over a few
+//!   connections at once, as loggers do after an outage: readings stored per second.
 
+mod backfill;
 mod ceiling;
 mod connections;
 mod open_loop;
@@ -44,11 +47,12 @@ use crate::fleet::Fleet;
 use crate::publish::{self, BrokerOptions, Publisher, Subscription};
 use crate::record::{Reading, Record, Status};
 
+pub use backfill::{backfill, BackfillOptions, BackfillReport};
 pub use ceiling::{ceiling, CeilingReport};
 pub use connections::{connections, ConnectionsOptions, ConnectionsReport};
 pub use open_loop::{open_loop, OpenLoopOptions, OpenLoopReport};
 pub use stats::{Percentiles, Quantrac};
-pub use traffic::{calm_value, Traffic};
+pub use traffic::{calm_readings, calm_value, Traffic};
 
 /// How often a published reading is sampled for publish-to-store latency.
 const STORE_PROBE_EVERY: Duration = Duration::from_millis(20);
@@ -70,6 +74,9 @@ pub enum Error {
     /// The alert probe needs a parameter with an upper limit on the first station.
     #[error("station {0} has no parameter with an upper limit to probe alerts with")]
     NoProbe(String),
+    /// A publishing task panicked or was cancelled.
+    #[error("a publishing task ended without a result")]
+    Aborted,
 }
 
 /// What to send, where.

@@ -65,13 +65,6 @@ pub struct OpenLoopReport {
     pub quantrac_peak_rss_bytes: Option<f64>,
 }
 
-async fn stored(quantrac: &Quantrac) -> Result<f64, Error> {
-    Ok(quantrac
-        .metric("quantrac_store_readings_total")
-        .await?
-        .unwrap_or(0.0))
-}
-
 /// Runs the open loop and measures it.
 pub async fn open_loop(options: OpenLoopOptions, fleet: &Fleet) -> Result<OpenLoopReport, Error> {
     let chosen: Vec<_> = fleet
@@ -87,7 +80,7 @@ pub async fn open_loop(options: OpenLoopOptions, fleet: &Fleet) -> Result<OpenLo
         .numbered_from(u64::try_from(now_ms()).unwrap_or(0));
     let params = traffic.params() as u64;
     let quantrac = Quantrac::new(&options.api, options.token.as_deref())?;
-    let before = stored(&quantrac).await?;
+    let before = quantrac.stored().await?;
     let publisher = Publisher::connect(options.broker.clone()).await?;
     let started = Instant::now();
     for _ in 0..options.messages {
@@ -104,13 +97,13 @@ pub async fn open_loop(options: OpenLoopOptions, fleet: &Fleet) -> Result<OpenLo
     let _ = publisher.disconnect().await;
 
     let target = before + (acknowledged * params) as f64;
-    let mut last = stored(&quantrac).await?;
+    let mut last = quantrac.stored().await?;
     let mut moved_at = Instant::now();
     let deadline = published_at + options.settle;
     let mut stalled = false;
     while last < target && Instant::now() < deadline {
         tokio::time::sleep(POLL).await;
-        let now = stored(&quantrac).await?;
+        let now = quantrac.stored().await?;
         if now > last {
             last = now;
             moved_at = Instant::now();

@@ -69,6 +69,14 @@ impl Quantrac {
         })
     }
 
+    /// Readings quantrac has stored since it started (`quantrac_store_readings_total`).
+    pub async fn stored(&self) -> Result<f64, Error> {
+        Ok(self
+            .metric("quantrac_store_readings_total")
+            .await?
+            .unwrap_or(0.0))
+    }
+
     /// The sum of every sample of metric `name` in `/metrics` (all label sets), or `None`
     /// when quantrac does not report it.
     pub async fn metric(&self, name: &str) -> Result<Option<f64>, Error> {

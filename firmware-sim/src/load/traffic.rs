@@ -63,17 +63,7 @@ impl<'a> Traffic<'a> {
         let ts_ms = next_time(now_ms, self.last_ts[k], self.resolution_ms);
         self.last_ts[k] = ts_ms;
         self.seqs[k] += 1;
-        let readings = station
-            .parameters
-            .iter()
-            .take(self.params)
-            .map(|p| Reading {
-                param: p.name.clone(),
-                value: calm_value(p.upper_limit, p.range),
-                unit: p.unit.clone(),
-                status: Status::Measuring,
-            })
-            .collect();
+        let readings = calm_readings(station, self.params);
         let record = Record {
             station: station.id.clone(),
             ts_ms,
@@ -89,6 +79,21 @@ impl<'a> Traffic<'a> {
 pub fn next_time(now_ms: i64, last_ms: i64, resolution_ms: i64) -> i64 {
     let now = now_ms - now_ms.rem_euclid(resolution_ms);
     now.max(last_ms.saturating_add(resolution_ms))
+}
+
+/// The first `params` parameters of `station`, each at its [`calm_value`].
+pub fn calm_readings(station: &StationSpec, params: usize) -> Vec<Reading> {
+    station
+        .parameters
+        .iter()
+        .take(params)
+        .map(|p| Reading {
+            param: p.name.clone(),
+            value: calm_value(p.upper_limit, p.range),
+            unit: p.unit.clone(),
+            status: Status::Measuring,
+        })
+        .collect()
 }
 
 /// A value well inside the limit and the range (30% of the limit, else mid-range), on a
