@@ -139,15 +139,16 @@ fn problems(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 mod tests {
     use super::*;
 
-    /// A database of about 4,000 pages (some milliseconds to check) in `dir`.
-    fn database(dir: &Path) -> PathBuf {
+    /// A database of `rows` rows in `dir` (200,000: about 4,000 pages, some milliseconds to
+    /// check).
+    fn database(dir: &Path, rows: u32) -> PathBuf {
         let path = dir.join("t.db");
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(
+        conn.execute_batch(&format!(
             "CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT);
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000)
-             INSERT INTO t SELECT i, printf('value number %d', i) FROM n;",
-        )
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
+             INSERT INTO t SELECT i, printf('value number %d', i) FROM n;"
+        ))
         .unwrap();
         path
     }
@@ -163,7 +164,7 @@ mod tests {
     #[test]
     fn a_sound_file_passes_and_a_damaged_page_is_named_with_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = database(dir.path());
+        let path = database(dir.path(), 200_000);
         let conn = Connection::open(&path).unwrap();
         let checked = quick_check(&conn, &path, Duration::from_secs(30)).unwrap();
         assert!(matches!(checked, Checked::Sound { .. }), "{checked:?}");
@@ -181,7 +182,10 @@ mod tests {
     #[test]
     fn a_check_that_runs_out_of_time_is_cut_short_not_failed() {
         let dir = tempfile::tempdir().unwrap();
-        let path = database(dir.path());
+        // Large enough (tens of milliseconds to check) that the timer thread wakes before the
+        // check ends even when the test runner keeps both cores busy: with 200,000 rows a
+        // loaded run once finished the check first.
+        let path = database(dir.path(), 1_500_000);
         let conn = Connection::open(&path).unwrap();
         let checked = quick_check(&conn, &path, Duration::from_micros(500)).unwrap();
         assert!(matches!(checked, Checked::CutShort { .. }), "{checked:?}");
@@ -189,7 +193,7 @@ mod tests {
         let n: i64 = conn
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(n, 200_000);
+        assert_eq!(n, 1_500_000);
         assert_eq!(
             quick_check(&conn, &path, Duration::ZERO).unwrap(),
             Checked::Skipped
