@@ -79,7 +79,11 @@ pub async fn serve<S>(mut stream: S, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf = BytesMut::with_capacity(4096);
+    // The read buffer starts small and grows with the largest message the device sends: a
+    // live record is a few hundred bytes, and 10,000 connected devices each holding 4 KiB
+    // cost 38 MB more resident memory than with 512 bytes (measured with `firmware-sim
+    // connections`: 200 MB against 162 MB).
+    let mut buf = BytesMut::with_capacity(512);
     let connect = match tokio::time::timeout(
         shared.settings.connect_timeout,
         read_connect(&mut stream, &mut buf, &shared),
