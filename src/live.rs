@@ -112,6 +112,25 @@ impl Live {
     pub fn station(&self, id: &str) -> Option<StationLive> {
         self.stations.read().get(id).cloned()
     }
+
+    /// How many of `items` pass `test`, given the live state of the station each one names
+    /// (`id`; the default state when nothing is known). One read lock and no copies: every
+    /// `/metrics` request counts the stations online, and copying each station's state
+    /// there cost a quarter of quantrac's CPU with 10,000 stations and a load tool reading
+    /// `/metrics` every 10 ms.
+    pub fn count<T>(
+        &self,
+        items: &[T],
+        id: impl Fn(&T) -> &str,
+        test: impl Fn(&T, &StationLive) -> bool,
+    ) -> usize {
+        let unknown = StationLive::default();
+        let map = self.stations.read();
+        items
+            .iter()
+            .filter(|item| test(item, map.get(id(item)).unwrap_or(&unknown)))
+            .count()
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +162,17 @@ mod tests {
         let cod = s.latest.iter().find(|l| &*l.param == "COD").unwrap();
         assert_eq!((cod.ts.as_millis(), cod.value), (2000, 2.0));
         assert_eq!(s.last_seen, Some(Timestamp::from_millis(20)));
+    }
+
+    #[test]
+    fn count_sees_each_named_stations_state_and_the_default_for_an_unknown_one() {
+        let live = Live::default();
+        live.observe(&[reading("COD", 2000, 2.0)], Timestamp::from_millis(10));
+        let names = ["S", "unknown", "S"];
+        let seen = live.count(&names, |n| n, |_, l| l.last_seen.is_some());
+        assert_eq!(seen, 2);
+        let never = live.count(&names, |n| n, |_, l| l.last_seen.is_none());
+        assert_eq!(never, 1, "a station with no state counts with the default");
     }
 
     #[test]

@@ -34,11 +34,7 @@ async fn metrics(
     use crate::metrics as m;
     let registry = state.registry.load();
     let now = crate::telemetry::Timestamp::now();
-    let online = registry
-        .stations()
-        .iter()
-        .filter(|s| super::stations::online_now(&state, s, now))
-        .count();
+    let online = super::stations::online_count(&state, registry.stations(), now);
     metrics::gauge!(m::STATIONS_ONLINE).set(online as f64);
     metrics::gauge!(m::STATIONS_REGISTERED).set(registry.stations().len() as f64);
     ingest_stall(&state);

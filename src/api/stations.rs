@@ -67,10 +67,13 @@ fn view<'a>(state: &ApiState, station: &'a Station, now: Timestamp) -> StationVi
     }
 }
 
-/// Whether `station` is online now (for the metrics).
-pub(super) fn online_now(state: &ApiState, station: &Station, now: Timestamp) -> bool {
-    let live = state.live.station(&station.id).unwrap_or_default();
-    is_online(&live, station, state.offline_after, now)
+/// How many registered stations are online now (for the metrics).
+pub(super) fn online_count(state: &ApiState, stations: &[Station], now: Timestamp) -> usize {
+    state.live.count(
+        stations,
+        |s| &s.id,
+        |s, live| is_online(live, s, state.offline_after, now),
+    )
 }
 
 /// Online: data arrived within `offline_after` expected intervals, and the gateway has not
