@@ -70,6 +70,9 @@ use crate::telemetry::Timestamp;
 use read::ReadPool;
 pub use sink::SqliteSink;
 
+/// Prepared statements the writer connection keeps.
+const WRITER_STATEMENTS: usize = 48;
+
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "quantrac.db";
 
@@ -156,6 +159,9 @@ fn open_writable(config: &SqliteConfig) -> Result<(Connection, PathBuf)> {
     let checkpoint_bytes = i64::try_from(config.checkpoint_mb.saturating_mul(1 << 20));
     let pages = checkpoint_bytes.unwrap_or(i64::MAX) / page_size.max(512);
     conn.pragma_update(None, "wal_autocheckpoint", pages.max(1))?;
+    // The writer's statements (readings, state, alerts, quarantine, revisions) number
+    // about 25: rusqlite's default cache of 16 would prepare some again and again.
+    conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
     schema::migrate(&mut conn)?;
     Ok((conn, path))
 }
