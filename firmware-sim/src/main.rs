@@ -440,15 +440,12 @@ async fn backfill_command(args: BackfillArgs) -> anyhow::Result<()> {
     let report = firmware_sim::load::backfill(options, &fleet)
         .await
         .context("backfill failed")?;
-    println!("{}", serde_json::to_string(&report)?);
-    if !report.complete {
-        bail!(
-            "quantrac stored {} of {} readings",
-            report.readings_stored,
-            report.readings_published
-        );
-    }
-    Ok(())
+    print_stored(
+        &report,
+        report.readings_stored,
+        report.readings_published,
+        "",
+    )
 }
 
 async fn open_loop_command(args: OpenLoopArgs) -> anyhow::Result<()> {
@@ -467,15 +464,12 @@ async fn open_loop_command(args: OpenLoopArgs) -> anyhow::Result<()> {
     let report = firmware_sim::load::open_loop(options, &fleet)
         .await
         .context("open loop failed")?;
-    println!("{}", serde_json::to_string(&report)?);
-    if !report.all_acknowledged_stored {
-        bail!(
-            "quantrac stored {} of {} acknowledged readings",
-            report.readings_stored,
-            report.readings_acknowledged
-        );
-    }
-    Ok(())
+    print_stored(
+        &report,
+        report.readings_stored,
+        report.readings_acknowledged,
+        "acknowledged ",
+    )
 }
 
 async fn connections_command(args: ConnectionsArgs) -> anyhow::Result<()> {
@@ -624,15 +618,12 @@ async fn load_command(args: LoadArgs) -> anyhow::Result<()> {
     let report = firmware_sim::load::load(options, &fleet)
         .await
         .context("load failed")?;
-    println!("{}", serde_json::to_string(&report)?);
-    if !report.complete {
-        bail!(
-            "quantrac stored {} of {} readings",
-            report.readings_stored,
-            report.readings_published
-        );
-    }
-    Ok(())
+    print_stored(
+        &report,
+        report.readings_stored,
+        report.readings_published,
+        "",
+    )
 }
 
 async fn ceiling_command(args: CeilingArgs) -> anyhow::Result<()> {
@@ -648,6 +639,20 @@ async fn ceiling_command(args: CeilingArgs) -> anyhow::Result<()> {
     .await
     .context("ceiling measurement failed")?;
     println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Prints `report` as JSON, then fails unless quantrac stored all `expected` readings.
+fn print_stored(
+    report: &impl serde::Serialize,
+    stored: u64,
+    expected: u64,
+    kind: &str,
+) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(report)?);
+    if stored < expected {
+        bail!("quantrac stored {stored} of {expected} {kind}readings");
+    }
     Ok(())
 }
 
