@@ -125,6 +125,7 @@ impl Config {
                 usize::from(self.mqtt.endpoint.receive_maximum),
             ),
             ("storage.queue_capacity", self.storage.queue_capacity),
+            ("storage.queue_max_mb", self.storage.queue_max_mb),
             ("storage.batch_max_rows", self.storage.batch_max_rows),
             ("storage.checkpoint_mb", self.storage.checkpoint_mb),
             ("quarantine.capacity", self.quarantine.capacity),

@@ -217,6 +217,8 @@ pub struct StorageConfig {
     pub path: PathBuf,
     pub sync: SyncMode,
     pub queue_capacity: usize,
+    /// Memory the queued writes may hold, in MiB (readings and kept payloads).
+    pub queue_max_mb: usize,
     pub batch_max_rows: usize,
     #[serde(with = "humantime_serde")]
     pub batch_max_delay: Duration,

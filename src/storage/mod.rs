@@ -333,6 +333,7 @@ pub trait Store: Send + Sync + 'static {
 pub fn writer_config(storage: &crate::config::StorageConfig) -> writer::WriterConfig {
     writer::WriterConfig {
         queue_capacity: storage.queue_capacity,
+        queue_max_bytes: storage.queue_max_mb.saturating_mul(1024 * 1024),
         batch_max_rows: storage.batch_max_rows,
         batch_max_delay: storage.batch_max_delay,
         spool: storage.spool.enabled.then(|| {

@@ -14,9 +14,11 @@
 //!   confirmed from there, and every later write is appended behind it until replay (tried
 //!   with backoff, in order) has caught up. Without a spool, the batch is retried with backoff
 //!   until it succeeds.
-//! - **Backpressure.** The command queue is bounded: a full queue makes `write` wait. When the
-//!   spool is full, the writer stops taking commands until replay makes room, and the broker
-//!   keeps the data.
+//! - **Backpressure.** The command queue is bounded twice: in commands (`queue_capacity`)
+//!   and in the memory its writes hold (`queue_max_bytes`: readings and kept payloads, so
+//!   that a flood of large backlog messages from many devices is held at the devices, not in
+//!   memory). A full queue makes `write` wait. When the spool is full, the writer stops
+//!   taking commands until replay makes room, and the broker keeps the data.
 //! - **Health.** The writer knows whether the store takes commits: from the first failed
 //!   commit to the next one that succeeds, [`Writer::write_failure`] says why (`/readyz`
 //!   reports the store unwritable, `quantrac_store_writable` is 0). Errors that repeat while
@@ -56,6 +58,9 @@ pub const BATCH_MAX_PAYLOAD_BYTES: usize = 32 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
     pub queue_capacity: usize,
+    /// Memory the queued writes may hold, in bytes (see [`weight`]); at least one write is
+    /// always let in, however large.
+    pub queue_max_bytes: usize,
     pub batch_max_rows: usize,
     /// How long to wait for more items before committing a batch (0: commit at once).
     pub batch_max_delay: Duration,
@@ -67,7 +72,8 @@ pub struct WriterConfig {
 // save a few hundred bytes per queue slot.
 #[allow(clippy::large_enum_variant)]
 enum Command {
-    Write(WriteItem),
+    /// A write and its weight in [`Room`] units, given back when the writer takes it.
+    Write(WriteItem, u32),
     Flush(oneshot::Sender<()>),
     Prune(Timestamp, oneshot::Sender<Result<u64>>),
     Close(oneshot::Sender<()>),
@@ -107,9 +113,30 @@ impl Health {
     }
 }
 
+/// The memory budget of the queue, in units of [`ROOM_UNIT`] bytes (a semaphore: a write
+/// takes its weight before it is queued, the writer gives it back as it takes the write).
+type Room = Arc<tokio::sync::Semaphore>;
+
+/// Bytes per unit of [`Room`].
+const ROOM_UNIT: usize = 1024;
+
+/// The memory a queued write holds, estimated: its readings and the payload it keeps for
+/// the dead-letter store. (The strings of a reading are shared with the registry.)
+pub fn weight(item: &WriteItem) -> usize {
+    let payload = item.rejected.as_ref().map_or(0, |r| {
+        r.payload.as_ref().map_or(0, Vec::len) + r.excerpt.len() + r.topic.len()
+    });
+    std::mem::size_of::<WriteItem>()
+        + item.readings.len() * std::mem::size_of::<crate::telemetry::Reading>()
+        + payload
+}
+
 /// What the rest of quantrac holds of a writer.
 pub struct Writer {
     commands: flume::Sender<Command>,
+    room: Room,
+    /// All of [`Room`]'s units: a write heavier than this takes all of them.
+    room_units: u32,
     closing: Arc<AtomicBool>,
     spool_bytes: Arc<AtomicU64>,
     health: Arc<Health>,
@@ -127,6 +154,9 @@ impl Writer {
             None => None,
         };
         let (commands, rx) = flume::bounded(config.queue_capacity);
+        let room_units =
+            u32::try_from(config.queue_max_bytes.div_ceil(ROOM_UNIT).max(1)).unwrap_or(u32::MAX);
+        let room = Arc::new(tokio::sync::Semaphore::new(room_units as usize));
         let closing = Arc::new(AtomicBool::new(false));
         let spool_bytes = Arc::new(AtomicU64::new(spool.as_ref().map_or(0, Spool::size)));
         let health = Arc::new(Health::default());
@@ -136,6 +166,7 @@ impl Writer {
             sink,
             spool,
             rx,
+            room: room.clone(),
             config,
             closing: closing.clone(),
             spool_bytes: spool_bytes.clone(),
@@ -150,6 +181,8 @@ impl Writer {
             .map_err(|e| Error::Task(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             commands,
+            room,
+            room_units,
             closing,
             spool_bytes,
             health,
@@ -157,12 +190,27 @@ impl Writer {
         })
     }
 
-    /// Queues an item, waiting while the queue is full.
+    /// Queues an item, waiting while the queue is full (in commands or in memory).
     pub async fn write(&self, item: WriteItem) -> Result<()> {
-        self.commands
-            .send_async(Command::Write(item))
+        let units = u32::try_from(weight(&item).div_ceil(ROOM_UNIT))
+            .unwrap_or(u32::MAX)
+            .min(self.room_units);
+        // The semaphore is fair: a heavy write waits its turn, it is not passed over forever.
+        self.room
+            .acquire_many(units)
             .await
-            .map_err(|_| Error::Closed)
+            .map_err(|_| Error::Closed)?
+            .forget();
+        if self
+            .commands
+            .send_async(Command::Write(item, units))
+            .await
+            .is_err()
+        {
+            self.room.add_permits(units as usize);
+            return Err(Error::Closed);
+        }
+        Ok(())
     }
 
     async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
@@ -223,6 +271,7 @@ struct Worker {
     health: Arc<Health>,
     spool: Option<Spool>,
     rx: flume::Receiver<Command>,
+    room: Room,
     config: WriterConfig,
     closing: Arc<AtomicBool>,
     spool_bytes: Arc<AtomicU64>,
@@ -290,7 +339,7 @@ impl Worker {
                     let _ = reply.send(());
                     break;
                 }
-                Some(Command::Write(_)) | None => {}
+                Some(Command::Write(..)) | None => {}
             }
         }
         if !self.held.is_empty() {
@@ -309,7 +358,9 @@ impl Worker {
         let mut payload_bytes = 0;
         loop {
             match next.take() {
-                Some(Command::Write(item)) => {
+                Some(Command::Write(item, units)) => {
+                    // The batch is bounded on its own (rows, payload bytes).
+                    self.room.add_permits(units as usize);
                     rows += item.readings.len();
                     payload_bytes += item
                         .rejected
@@ -541,10 +592,85 @@ mod tests {
     fn config(spool: Option<(PathBuf, u64)>) -> WriterConfig {
         WriterConfig {
             queue_capacity: 16,
+            queue_max_bytes: 64 * 1024 * 1024,
             batch_max_rows: 1000,
             batch_max_delay: Duration::ZERO,
             spool,
         }
+    }
+
+    /// A sink whose commits wait for a go-ahead, and that says when one has started.
+    struct Gated {
+        started: std::sync::mpsc::Sender<()>,
+        go: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl Sink for Gated {
+        fn commit(&mut self, items: &[WriteItem]) -> Result<usize> {
+            let _ = self.started.send(());
+            let _ = self.go.recv();
+            Ok(items.len())
+        }
+        fn prune(&mut self, _: Timestamp) -> Result<u64> {
+            Ok(0)
+        }
+    }
+
+    fn heavy(readings: usize) -> WriteItem {
+        let (mut i, _) = item(1.0);
+        i.done = None;
+        i.readings = vec![i.readings[0].clone(); readings];
+        i
+    }
+
+    #[tokio::test]
+    async fn writes_wait_while_the_queued_ones_hold_the_memory_budget_and_go_on_as_it_frees() {
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        let mut c = config(None);
+        // Room for two writes of 1,000 readings (and a little more), not three.
+        c.queue_max_bytes = weight(&heavy(1000)) * 5 / 2;
+        let sink = Gated {
+            started: started_tx,
+            go: go_rx,
+        };
+        let w = Arc::new(Writer::start("t", Box::new(sink), c).unwrap());
+        // The first write is taken off the queue, and its commit holds the writer.
+        w.write(heavy(1000)).await.unwrap();
+        tokio::task::spawn_blocking(move || started.recv().map(|()| started))
+            .await
+            .unwrap()
+            .unwrap();
+        w.write(heavy(1000)).await.unwrap();
+        w.write(heavy(1000)).await.unwrap();
+        let third = tokio::spawn({
+            let w = w.clone();
+            async move { w.write(heavy(1000)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!third.is_finished(), "a third queued write waits for room");
+        // The writer takes the two queued writes (giving their room back): the third goes in.
+        go.send(()).unwrap();
+        third.await.unwrap().unwrap();
+        for _ in 0..4 {
+            let _ = go.send(());
+        }
+        drop(go);
+        w.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_heavier_than_the_whole_budget_is_still_taken() {
+        let memory = Memory::default();
+        let mut c = config(None);
+        c.queue_max_bytes = 1;
+        let w = Writer::start("t", Box::new(memory.clone()), c).unwrap();
+        let (mut i, wait) = item(7.0);
+        i.readings = vec![i.readings[0].clone(); 10_000];
+        w.write(i).await.unwrap();
+        assert!(wait.wait().await);
+        w.close().await.unwrap();
+        assert_eq!(memory.0.lock().len(), 10_000);
     }
 
     #[tokio::test]

@@ -125,6 +125,7 @@ impl SqliteConfig {
             integrity_check_timeout: std::time::Duration::from_secs(60),
             writer: WriterConfig {
                 queue_capacity: 1024,
+                queue_max_bytes: 64 * 1024 * 1024,
                 batch_max_rows: 50_000,
                 batch_max_delay: std::time::Duration::ZERO,
                 spool: None,
