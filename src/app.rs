@@ -369,6 +369,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
             config.security.auth_failure_burst,
             config.security.auth_failure_window,
         )),
+        online: Arc::default(),
         streams: api::streams::StreamLimits::new(
             config.api.max_streams_per_token,
             config.api.max_streams,

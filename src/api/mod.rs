@@ -17,7 +17,7 @@ mod health;
 pub mod params;
 mod quarantine;
 mod readings;
-mod stations;
+pub mod stations;
 pub mod streams;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +74,8 @@ pub struct ApiState {
     pub streams: Arc<streams::StreamLimits>,
     /// Re-reads the seeds (registry and alert rules): a summary, or why they are invalid.
     pub reload: Reload,
+    /// The stations-online gauge's last count (`/metrics`).
+    pub online: Arc<stations::OnlineCount>,
 }
 
 /// See [`ApiState::reload`].
