@@ -36,10 +36,14 @@ pub fn readings_ddl(table: &str, ttl_days: u64) -> String {
 /// 7.3, TTL from 8.1).
 pub const MIN_VERSION: (u32, u32) = (9, 0);
 
-/// `(major, minor)` from QuestDB's `build()` text, e.g. "Build Information: questdb
-/// 9.2.4-SNAPSHOT, JDK 17.0.15, Commit Hash dea82b0...".
+/// `(major, minor)` from QuestDB's `build()` text, e.g. "Build Information: QuestDB
+/// 9.2.4-SNAPSHOT, JDK 17.0.15, Commit Hash dea82b0...". The name comes from the server's
+/// jar manifest (`Implementation-Title`): releases say "QuestDB", builds without it
+/// "questdb"; both are read.
 pub fn parse_version(build: &str) -> Option<(u32, u32)> {
-    let rest = &build[build.find("questdb ")? + "questdb ".len()..];
+    const NAME: &str = "questdb ";
+    let at = build.to_ascii_lowercase().find(NAME)?;
+    let rest = &build[at + NAME.len()..];
     let mut parts = rest.split(|c: char| !c.is_ascii_digit());
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;
@@ -212,6 +216,11 @@ mod tests {
         assert_eq!(
             parse_version("Build Information: questdb 8.3.1, JDK 17"),
             Some((8, 3))
+        );
+        assert_eq!(
+            parse_version("Build Information: QuestDB 9.2.4-SNAPSHOT, JDK 17.0.15"),
+            Some((9, 2)),
+            "the name as a release's manifest spells it"
         );
         assert!(parse_version("PostgreSQL 12.3").is_none());
         assert!(Some((8, 3)) < Some(MIN_VERSION));
