@@ -476,7 +476,12 @@ async fn a_reading_rewritten_with_another_value_keeps_its_earlier_version(store:
     let Some(site) = Site::on(store, Broker::Embedded, "revisions") else {
         return;
     };
+    // The metrics are the process's: the two stores' runs of this test, which both count a
+    // revision, take turns so that each sees only its own.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let svc = site.start().await;
+    let revisions_before = revisions_counted(&svc.metrics_text().await);
     let gw = svc.publisher().await;
     let t = recent_minute(5);
     for (seq, value) in [(1, 900.0), (2, 20.0), (3, 20.0)] {
@@ -507,11 +512,20 @@ async fn a_reading_rewritten_with_another_value_keeps_its_earlier_version(store:
     assert_eq!(revisions[0]["ts"], readings[0]["ts"]);
     assert!(revisions[0]["replaced_at"].as_str().is_some(), "{body}");
     let text = svc.metrics_text().await;
-    assert!(
-        text.contains("quantrac_reading_revisions_total 1"),
+    assert_eq!(
+        revisions_counted(&text) - revisions_before,
+        1.0,
         "counted once: {text}"
     );
     svc.stop().await;
+}
+
+/// `quantrac_reading_revisions_total` in a `/metrics` text (0 before the first).
+fn revisions_counted(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("quantrac_reading_revisions_total "))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 on_both_stores!(
