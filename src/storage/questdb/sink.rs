@@ -9,7 +9,9 @@
 //! reading's own time as designated timestamp (never the server's), so deduplication
 //! matches.
 
-use questdb::ingress::{Buffer, ProtocolVersion, Sender, SenderBuilder, TimestampMicros};
+use questdb::ingress::{
+    Buffer, ColumnName, ProtocolVersion, Sender, SenderBuilder, TableName, TimestampMicros,
+};
 
 use super::rewrites::Rewrites;
 use crate::config::QuestDbConfig;
@@ -122,15 +124,20 @@ impl QuestSink {
     ) -> questdb::Result<usize> {
         let max_request_bytes = self.config.max_request_bytes;
         self.buffer.clear();
+        // Names checked once per batch, not once per row.
+        let table = TableName::new(self.config.table.as_str())?;
+        let [station, zone, param, status, value] =
+            ["station", "zone", "param", "status", "value"].map(ColumnName::new);
+        let (station, zone, param, status, value) = (station?, zone?, param?, status?, value?);
         let mut rows = 0;
         for r in items.iter().flat_map(|i| &i.readings) {
             self.buffer
-                .table(self.config.table.as_str())?
-                .symbol("station", &*r.station)?
-                .symbol("zone", &*r.zone)?
-                .symbol("param", &*r.param)?
-                .symbol("status", r.status.code())?
-                .column_f64("value", r.value)?
+                .table(table)?
+                .symbol(station, &*r.station)?
+                .symbol(zone, &*r.zone)?
+                .symbol(param, &*r.param)?
+                .symbol(status, r.status.code())?
+                .column_f64(value, r.value)?
                 .at(TimestampMicros::new(r.ts.as_millis() * 1000))?;
             rows += 1;
             if self.buffer.len() >= max_request_bytes {
