@@ -70,6 +70,8 @@ pub enum Error {
     Tls(#[from] crate::security::tls::TlsError),
     #[error(transparent)]
     Ftp(#[from] crate::ftp::Error),
+    #[error(transparent)]
+    Aqi(#[from] crate::aqi::table::Error),
     #[error("{path} is in use by another quantrac (one data directory, one quantrac: a second one would bypass replay protection and overwrite values); stop it, or give this one another storage.path")]
     DataDirInUse { path: String },
     #[error("cannot lock the data directory {path}: {source}")]
@@ -370,6 +372,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
             config.security.auth_failure_window,
         )),
         online: Arc::default(),
+        aqi: Arc::new(crate::aqi::Table::load(&config.registry.seeds)?),
         streams: api::streams::StreamLimits::new(
             config.api.max_streams_per_token,
             config.api.max_streams,

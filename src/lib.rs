@@ -23,6 +23,8 @@
 //! | [`notify`] | alert notifications: MQTT alert topic, event stream, webhooks |
 //! | [`pipeline`] | one message in: decode, validate, evaluate alerts, fan out to store and live state |
 //! | [`alerts`] | pure alert rules and engine: exceedances, early warnings, no data, faults, lifecycle |
+//! | [`aqi`] | VN_AQI, pure: breakpoints (data), NowCast, hourly and daily indices |
+//! | [`coverage`] | the coverage rule every time average shares |
 //! | [`validate`] | pure validation rules: accepted, or rejected with one reason |
 //! | [`storage`] | the `Store` trait, its embedded SQLite backend and its test suite |
 //! | [`mqtt`] | MQTT client options (TLS) and the device list (credentials, topic ACLs) |
@@ -50,7 +52,9 @@ pub mod ack;
 pub mod alerts;
 pub mod api;
 pub mod app;
+pub mod aqi;
 pub mod config;
+pub mod coverage;
 pub mod demo;
 pub mod endpoint;
 pub mod ftp;

@@ -155,8 +155,12 @@ pub fn evaluate(rule: &Rule, state: &mut State, obs: &Observation, ctx: &Context
             let (Some(stats), Some(b)) = (window.stats(obs.ts), in_force(bounds, ctx.day)) else {
                 return Verdict::Unknown;
             };
-            let expected = (*window_ms as f64 / ctx.interval_ms.max(1) as f64).max(1.0);
-            if f64::from(stats.count) < coverage * expected {
+            if !crate::coverage::covered(
+                u64::from(stats.count),
+                *window_ms,
+                ctx.interval_ms,
+                *coverage,
+            ) {
                 return Verdict::Unknown;
             }
             judge(stats.mean, b.lower, b.upper, h, Some(&b.source))

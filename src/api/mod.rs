@@ -10,6 +10,7 @@
 
 mod admin;
 mod alerts;
+mod aqi;
 pub mod auth;
 mod counters;
 mod error;
@@ -76,6 +77,8 @@ pub struct ApiState {
     pub reload: Reload,
     /// The stations-online gauge's last count (`/metrics`).
     pub online: Arc<stations::OnlineCount>,
+    /// VN_AQI breakpoints and bands (`seeds/vn_aqi.toml`).
+    pub aqi: Arc<crate::aqi::Table>,
 }
 
 /// See [`ApiState::reload`].
@@ -110,6 +113,7 @@ pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .merge(stations::routes())
         .merge(readings::routes())
+        .merge(aqi::routes())
         .merge(quarantine::routes())
         .merge(alerts::routes())
         .merge(counters::routes())

@@ -167,7 +167,7 @@ async fn revisions(State(state): State<ApiState>, RawQuery(q): RawQuery) -> ApiR
 }
 
 /// A query's cost is the series it reads times the days it spans (a started day counts).
-fn check_cost(series: usize, from: Timestamp, to: Timestamp, max: u64) -> ApiResult<()> {
+pub(super) fn check_cost(series: usize, from: Timestamp, to: Timestamp, max: u64) -> ApiResult<()> {
     const DAY_MS: i64 = 86_400_000;
     let span = to
         .as_millis()

@@ -181,6 +181,9 @@ impl Config {
         if self.api.max_query_cost == 0 {
             return invalid("api.max_query_cost", "must be positive");
         }
+        if !(self.api.report_coverage > 0.0 && self.api.report_coverage <= 1.0) {
+            return invalid("api.report_coverage", "must be in (0, 1]");
+        }
         let endpoint = &self.mqtt.endpoint;
         if endpoint.tls_listen.is_some() != endpoint.tls.is_some() {
             return invalid(

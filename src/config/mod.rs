@@ -54,6 +54,9 @@ pub struct ApiConfig {
     pub max_buckets: usize,
     /// Largest series x days one readings query may cover.
     pub max_query_cost: u64,
+    /// Share of an hour's (a window's) expected readings its mean needs to count in reports
+    /// and the air quality index.
+    pub report_coverage: f64,
     /// Largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
     /// Alert event streams one token may hold open at once.

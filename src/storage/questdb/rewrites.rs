@@ -331,6 +331,9 @@ mod tests {
         let refs: Vec<&Reading> = resent.iter().collect();
         let found = scan(&newest, &refs);
         assert!(found.ranges.is_empty(), "pH was never stored");
-        assert!(found.repeats, "the second pH at 6,000 may replace the first");
+        assert!(
+            found.repeats,
+            "the second pH at 6,000 may replace the first"
+        );
     }
 }
