@@ -298,19 +298,27 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
 
     let counters = Counters::new();
     let ingest_status = Arc::new(IngestStatus::default());
-    let pipeline = Arc::new(Pipeline::new(
-        registry.clone(),
-        engine,
-        Rules {
-            max_future: config.validation.max_future,
-            max_age: config.storage.retention,
-        },
-        config.mqtt.topic_prefix.clone(),
-        config.quarantine.excerpt_bytes,
-        live.clone(),
-        counters.clone(),
-        sequences.clone(),
+    let air = Arc::new(crate::aqi::live::LiveAqi::new(
+        Arc::new(crate::aqi::Table::load(&config.registry.seeds)?),
+        config.api.report_coverage,
+        i64::from(config.api.utc_offset.local_minus_utc()) * 1000,
     ));
+    let pipeline = Arc::new(
+        Pipeline::new(
+            registry.clone(),
+            engine,
+            Rules {
+                max_future: config.validation.max_future,
+                max_age: config.storage.retention,
+            },
+            config.mqtt.topic_prefix.clone(),
+            config.quarantine.excerpt_bytes,
+            live.clone(),
+            counters.clone(),
+            sequences.clone(),
+        )
+        .with_air_quality(air.clone()),
+    );
     let files = start_files(&config, &pipeline, &store, &notifier, &registry, &counters).await?;
     let ingest_stop = CancellationToken::new();
     let (broker, endpoint, ingest) = match external {
@@ -372,7 +380,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
             config.security.auth_failure_window,
         )),
         online: Arc::default(),
-        aqi: Arc::new(crate::aqi::Table::load(&config.registry.seeds)?),
+        aqi: air,
         streams: api::streams::StreamLimits::new(
             config.api.max_streams_per_token,
             config.api.max_streams,

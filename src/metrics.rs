@@ -142,6 +142,8 @@ pub const API_RATE_LIMITED_TOTAL: &str = "quantrac_api_rate_limited_total";
 pub const STATIONS_ONLINE: &str = "quantrac_stations_online";
 /// Stations in the registry.
 pub const STATIONS_REGISTERED: &str = "quantrac_stations_registered";
+/// The current VN_AQI of each ambient station, by `station` (its newest hour with data).
+pub const AQI: &str = "quantrac_aqi";
 /// CPU time used by the process so far (user + system), in seconds (a gauge read from /proc).
 pub const PROCESS_CPU_SECONDS: &str = "quantrac_process_cpu_seconds";
 /// Resident memory of the process, in bytes.
@@ -166,6 +168,7 @@ pub const LABEL_ROUTE: &str = "route";
 pub const LABEL_STATUS: &str = "status";
 pub const LABEL_REASON: &str = "reason";
 pub const LABEL_SOURCE: &str = "source";
+pub const LABEL_STATION: &str = "station";
 
 /// CPU seconds, resident and peak resident bytes of this process, from `/proc/self`
 /// (Linux; `None` elsewhere).

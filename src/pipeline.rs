@@ -66,6 +66,8 @@ pub struct Pipeline {
     live: Arc<Live>,
     counters: Arc<Counters>,
     sequences: SharedSequences,
+    /// Ambient stations' current air quality index, when kept.
+    air: Option<Arc<crate::aqi::live::LiveAqi>>,
 }
 
 /// Record counters per station, shared with the API (which reports missing records).
@@ -92,7 +94,14 @@ impl Pipeline {
             live,
             counters,
             sequences,
+            air: None,
         }
+    }
+
+    /// Keeps each ambient station's current air quality index as its data arrives.
+    pub fn with_air_quality(mut self, air: Arc<crate::aqi::live::LiveAqi>) -> Pipeline {
+        self.air = Some(air);
+        self
     }
 
     /// Bytes of a rejected payload kept as its excerpt (`quarantine.excerpt_bytes`).
@@ -165,6 +174,12 @@ impl Pipeline {
         metrics::counter!(m::READINGS_ACCEPTED_TOTAL, m::LABEL_ENCODING => encoding.as_str())
             .increment(outcome.accepted.len() as u64);
         self.live.observe(&outcome.accepted, now);
+        if let Some(air) = &self.air {
+            if let Some((station, current)) = air.observe(&registry, &outcome.accepted) {
+                metrics::gauge!(m::AQI, m::LABEL_STATION => station.to_string())
+                    .set(f64::from(current.index.aqi));
+            }
+        }
         let mut events = Vec::new();
         let mut updates = Vec::new();
         if !outcome.accepted.is_empty() {

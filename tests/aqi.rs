@@ -137,6 +137,29 @@ async fn the_hourly_and_daily_index_follow_the_decisions_examples(store: StoreKi
         .unwrap()
         .contains("PM2.5 or PM10"));
 
+    // The current index, kept as the data arrived: the newest hour (the 17th of the last
+    // day), PM2.5 at 30 all along: NowCast 30, index 60.
+    let body = svc.ok(&format!("/api/v1/stations/{AQ}")).await;
+    assert_eq!(body["aqi"]["aqi"], 60, "{body}");
+    assert_eq!(body["aqi"]["dominant"], "PM2.5");
+    assert!(
+        body["aqi"]["hour_start"]
+            .as_str()
+            .unwrap()
+            .ends_with("T16:00:00+07:00"),
+        "{body}"
+    );
+    let metrics = svc.metrics_text().await;
+    assert!(
+        metrics.contains(&format!("quantrac_aqi{{station=\"{AQ}\"}} 60")),
+        "{metrics}"
+    );
+    let other = svc.ok("/api/v1/stations/BN-VSIP-WW01").await;
+    assert!(
+        other.get("aqi").is_none(),
+        "not an ambient station: {other}"
+    );
+
     // The same as CSV.
     let response = svc
         .http

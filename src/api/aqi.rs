@@ -207,7 +207,7 @@ async fn aqi(
         Timestamp::from_millis(read_to),
         state.config.max_query_cost,
     )?;
-    let table = state.aqi.clone();
+    let table = state.aqi.table();
     let mut results = Vec::new();
     for input in &all {
         let hours = hourly_means(&state, input, read_from, read_to).await?;
@@ -215,7 +215,7 @@ async fn aqi(
             .map(|k| {
                 let start = first + k * period.ms();
                 let index = index_for(
-                    &table,
+                    table,
                     period,
                     &hours,
                     read_from,
@@ -237,7 +237,7 @@ async fn aqi(
     if csv {
         return Ok(csv_response(&state, period, &results, range));
     }
-    Ok(Json(json_body(&state, &table, period, &results, range)).into_response())
+    Ok(Json(json_body(&state, table, period, &results, range)).into_response())
 }
 
 /// Hourly means in ug/m3 of each usable pollutant over `[from, to)`, one slot per hour;
@@ -409,7 +409,7 @@ fn csv_response(
             ];
             match &r.index {
                 Ok(i) => {
-                    let band = state.aqi.band(i.aqi);
+                    let band = state.aqi.table().band(i.aqi);
                     record.extend([
                         i.aqi.to_string(),
                         band.name.clone(),

@@ -77,8 +77,9 @@ pub struct ApiState {
     pub reload: Reload,
     /// The stations-online gauge's last count (`/metrics`).
     pub online: Arc<stations::OnlineCount>,
-    /// VN_AQI breakpoints and bands (`seeds/vn_aqi.toml`).
-    pub aqi: Arc<crate::aqi::Table>,
+    /// VN_AQI: each ambient station's current index, and the breakpoints and bands
+    /// (`seeds/vn_aqi.toml`).
+    pub aqi: Arc<crate::aqi::live::LiveAqi>,
 }
 
 /// See [`ApiState::reload`].

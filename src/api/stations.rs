@@ -41,6 +41,9 @@ struct StationView<'a> {
     gateway: Option<Gateway>,
     /// The record counter since quantrac started: highest `seq` and records missing.
     records: Option<Records>,
+    /// Ambient stations: the current VN_AQI (the newest hour with enough valid readings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aqi: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -64,7 +67,26 @@ fn view<'a>(state: &ApiState, station: &'a Station, now: Timestamp) -> StationVi
             .lock()
             .station(&station.id)
             .map(|(last_seq, missing)| Records { last_seq, missing }),
+        aqi: current_aqi(state, station),
     }
+}
+
+/// An ambient station's current index as the API shows it: `null` until one is known.
+fn current_aqi(state: &ApiState, station: &Station) -> Option<Value> {
+    if station.kind != StationKind::Ambient {
+        return None;
+    }
+    let Some(current) = state.aqi.current(&station.id) else {
+        return Some(Value::Null);
+    };
+    let band = state.aqi.table().band(current.index.aqi);
+    let end = Timestamp::from_millis(current.hour.as_millis() + 3_600_000);
+    Some(
+        json!({"hour_start": state.time(current.hour), "hour_end": state.time(end),
+                "aqi": current.index.aqi, "band": band.name, "band_vi": band.name_vi,
+                "colour": band.colour(), "dominant": current.index.dominant,
+                "sub_indices": current.index.sub_indices}),
+    )
 }
 
 /// How many registered stations are online now (for the metrics), counted at most once per
