@@ -26,6 +26,7 @@
 //! | [`aqi`] | VN_AQI, pure: breakpoints (data), NowCast, hourly and daily indices |
 //! | [`coverage`] | the coverage rule every time average shares |
 //! | [`validate`] | pure validation rules: accepted, or rejected with one reason |
+//! | [`reports`] | pure reports: compliance with the limits over local days and months |
 //! | [`storage`] | the `Store` trait, its embedded SQLite backend and its test suite |
 //! | [`mqtt`] | MQTT client options (TLS) and the device list (credentials, topic ACLs) |
 //! | [`live`] | in-memory "now": latest values and presence per station |
@@ -70,6 +71,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod quarantine;
 pub mod registry;
+pub mod reports;
 pub mod security;
 pub mod shutdown;
 pub mod storage;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 
 use super::auth::need;
 use super::params::{self, Params};
-use super::{ApiError, ApiResult, ApiState};
+use super::{selection, ApiError, ApiResult, ApiState};
 use crate::aqi::calc::{self, Series};
 use crate::aqi::{units, Index, Pollutant, Table};
-use crate::registry::{Registry, Station, StationKind};
+use crate::registry::{Station, StationKind};
 use crate::security::Role;
 use crate::storage::AggregateQuery;
 use crate::telemetry::{Status, Timestamp};
@@ -98,62 +98,6 @@ fn inputs(station: &Station) -> Inputs<'_> {
     }
 }
 
-/// The stations asked for: `station=` (an ambient one) or `zone=` (its ambient ones).
-fn stations<'r>(registry: &'r Registry, p: &mut Params) -> ApiResult<Vec<&'r Station>> {
-    match (p.take("station"), p.take("zone")) {
-        (Some(_), Some(_)) => Err(ApiError::bad("zone", "give `station` or `zone`, not both")),
-        (Some(id), None) => {
-            let station = registry
-                .station(&id)
-                .ok_or_else(|| ApiError::unknown_station(&id))?;
-            if station.kind != StationKind::Ambient {
-                return Err(ApiError::bad(
-                    "station",
-                    format!(
-                        "`{id}` is a {} station: the air quality index is for ambient stations",
-                        station.kind.as_str()
-                    ),
-                ));
-            }
-            Ok(vec![station])
-        }
-        (None, Some(id)) => {
-            if registry.zone(&id).is_none() {
-                return Err(ApiError::NotFound {
-                    code: "unknown_zone",
-                    message: format!("zone `{id}` is not in the registry"),
-                });
-            }
-            let ambient: Vec<&Station> = registry
-                .stations()
-                .iter()
-                .filter(|s| &*s.zone == id.as_str() && s.kind == StationKind::Ambient)
-                .collect();
-            if ambient.is_empty() {
-                return Err(ApiError::bad(
-                    "zone",
-                    format!("zone `{id}` has no ambient station"),
-                ));
-            }
-            Ok(ambient)
-        }
-        (None, None) => Err(ApiError::bad("station", "give `station` or `zone`")),
-    }
-}
-
-/// CSV when asked by `format=csv` or `Accept: text/csv`.
-fn wants_csv(p: &mut Params, headers: &HeaderMap) -> ApiResult<bool> {
-    match p.take("format").as_deref() {
-        Some("csv") => Ok(true),
-        Some("json") => Ok(false),
-        Some(_) => Err(ApiError::bad("format", "must be json or csv")),
-        None => Ok(headers
-            .get(header::ACCEPT)
-            .and_then(|a| a.to_str().ok())
-            .is_some_and(|a| a.contains("text/csv"))),
-    }
-}
-
 /// One period's index, or why there is none.
 struct Row {
     start: Timestamp,
@@ -167,9 +111,13 @@ async fn aqi(
 ) -> ApiResult<Response> {
     let mut p = Params::parse(q.as_deref())?;
     let registry = state.registry.load();
-    let chosen = stations(&registry, &mut p)?;
+    let chosen = selection::stations(
+        &registry,
+        &mut p,
+        Some((StationKind::Ambient, "the air quality index")),
+    )?;
     let period = Period::parse(p.take("period"))?;
-    let csv = wants_csv(&mut p, &headers)?;
+    let csv = selection::wants_csv(&mut p, &headers)?;
     let default_range = match period {
         Period::Hour => state.config.default_range,
         Period::Day => std::time::Duration::from_secs(30 * 86_400),
@@ -380,7 +328,6 @@ fn csv_response(
     results: &[(&Inputs<'_>, Vec<Row>)],
     (from, to): (Timestamp, Timestamp),
 ) -> Response {
-    let mut w = csv::Writer::from_writer(Vec::new());
     let mut header = vec![
         "station".to_owned(),
         "zone".into(),
@@ -396,10 +343,9 @@ fn csv_response(
         header.push(format!("{}_ug_m3", p.as_str()));
     }
     header.push("missing".into());
-    // Writing to memory cannot fail; a failure would only lose the row, not panic.
-    let _ = w.write_record(&header);
-    for (input, rows) in results {
-        for r in rows {
+    let mut rows = vec![header];
+    for (input, periods) in results {
+        for r in periods {
             let end = Timestamp::from_millis(r.start.as_millis() + period.ms());
             let mut record = vec![
                 input.station.id.to_string(),
@@ -435,23 +381,10 @@ fn csv_response(
                     record.push(why.clone());
                 }
             }
-            let _ = w.write_record(&record);
+            rows.push(record);
         }
     }
-    let body = w.into_inner().unwrap_or_default();
     let day = |t: Timestamp| state.time(t).chars().take(10).collect::<String>();
     let name = format!("vn_aqi_{}_{}_{}.csv", period.as_str(), day(from), day(to));
-    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
-        .unwrap_or(HeaderValue::from_static("attachment"));
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/csv; charset=utf-8"),
-            ),
-            (header::CONTENT_DISPOSITION, disposition),
-        ],
-        body,
-    )
-        .into_response()
+    selection::csv_response(&name, rows)
 }

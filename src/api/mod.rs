@@ -18,6 +18,8 @@ mod health;
 pub mod params;
 mod quarantine;
 mod readings;
+mod reports;
+mod selection;
 pub mod stations;
 pub mod streams;
 
@@ -115,6 +117,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(stations::routes())
         .merge(readings::routes())
         .merge(aqi::routes())
+        .merge(reports::routes())
         .merge(quarantine::routes())
         .merge(alerts::routes())
         .merge(counters::routes())
