@@ -12,8 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    AggregateQuery, PresenceRow, PresenceUpdate, QuarantineQuery, RawQuery, Store, StoredReading,
-    WriteItem,
+    AggregateQuery, ArrivalQuery, PresenceRow, PresenceUpdate, QuarantineQuery, RawQuery, Store,
+    StoredReading, WriteItem,
 };
 use crate::alerts::{Alert, AlertState, RuleKind, Severity};
 use crate::quarantine::{DeadLetter, Reason, Rejected, Rejection};
@@ -54,6 +54,7 @@ macro_rules! storage_conformance_tests {
             alerts_are_kept_by_id_and_listed_newest_first_with_filters,
             active_alerts_and_rule_state_survive_reopening,
             the_newest_record_window_survives_reopening,
+            records_list_each_reading_time_once_with_its_earliest_known_arrival,
         );
     };
     (@each $backend:expr; $($check:ident),* $(,)?) => {
@@ -1051,6 +1052,60 @@ pub async fn the_newest_record_window_survives_reopening(b: &dyn Backend) {
     assert_eq!(
         restored.check(&id, 2),
         crate::security::sequence::Verdict::Replayed { highest: 5 }
+    );
+    store.close().await.unwrap();
+}
+
+/// What the connectivity report reads: a station's records (distinct reading times) with the
+/// earliest arrival of their readings, from the message's presence update; none when the
+/// message carried none (as for readings stored before arrival times were kept).
+pub async fn records_list_each_reading_time_once_with_its_earliest_known_arrival(b: &dyn Backend) {
+    let store = b.open("arrivals").await;
+    let s = station("arrivals");
+    let t0 = base_time();
+    let item = |readings: Vec<Reading>, arrived: Option<Timestamp>| WriteItem {
+        readings,
+        presence: arrived.map(|a| PresenceUpdate {
+            station: s.as_str().into(),
+            last_seen: Some(a),
+            gateway: None,
+        }),
+        ..WriteItem::default()
+    };
+    let r = |param: &str, ts: Timestamp| reading(&s, param, ts, 1.0, Status::Measuring);
+    let items = [
+        item(
+            vec![r("COD", at(t0, 5)), r("pH", at(t0, 5))],
+            Some(at(t0, 6)),
+        ),
+        item(vec![r("COD", at(t0, 10))], Some(at(t0, 20))),
+        // A re-send of one reading of the first record, much later.
+        item(vec![r("pH", at(t0, 5))], Some(at(t0, 30))),
+        item(vec![r("TSS", at(t0, 15))], None),
+        item(vec![r("COD", at(t0, 25))], Some(at(t0, 26))),
+    ];
+    for i in items {
+        store.write(i).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    let records = store
+        .arrivals(ArrivalQuery {
+            station: s.clone(),
+            from: at(t0, 5),
+            to: at(t0, 25),
+        })
+        .await
+        .unwrap();
+    let got: Vec<(Timestamp, Option<Timestamp>)> =
+        records.iter().map(|r| (r.ts, r.arrived)).collect();
+    assert_eq!(
+        got,
+        [
+            (at(t0, 5), Some(at(t0, 6))),
+            (at(t0, 10), Some(at(t0, 20))),
+            (at(t0, 15), None),
+        ],
+        "from inclusive, to exclusive, each time once, its earliest arrival"
     );
     store.close().await.unwrap();
 }

@@ -146,6 +146,22 @@ pub struct ReadingPage {
     pub has_more: bool,
 }
 
+/// The records of one station over `[from, to)` (see [`Store::arrivals`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArrivalQuery {
+    pub station: String,
+    pub from: Timestamp,
+    pub to: Timestamp,
+}
+
+/// One record of a station: a time it has readings for, and when the first of them arrived
+/// (`None`: unknown, for readings stored before arrival times were kept).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecordArrival {
+    pub ts: Timestamp,
+    pub arrived: Option<Timestamp>,
+}
+
 /// Time-bucketed aggregates of one station's parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AggregateQuery {
@@ -278,6 +294,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// A page of raw readings ordered by `(ts, param)`.
     async fn readings(&self, query: RawQuery) -> Result<ReadingPage>;
+
+    /// The station's records (distinct reading times) in time order, each with the earliest
+    /// arrival of its readings: what the connectivity report counts.
+    async fn arrivals(&self, query: ArrivalQuery) -> Result<Vec<RecordArrival>>;
 
     /// Aggregates per bucket for each parameter of the query (parameters without data are
     /// returned with no buckets).

@@ -31,9 +31,9 @@ use super::faults::FaultSwitch;
 use super::sqlite::{SqliteConfig, SqliteStore, StateReader};
 use super::writer::{Sink, Writer};
 use super::{
-    AggregateQuery, AlertPage, AlertQuery, Error, LatestRow, PresenceRow, QuarantinePage,
-    QuarantineQuery, RawQuery, ReadingPage, Result, RevisionPage, RevisionQuery, SeriesBuckets,
-    Store, WriteItem,
+    AggregateQuery, AlertPage, AlertQuery, ArrivalQuery, Error, LatestRow, PresenceRow,
+    QuarantinePage, QuarantineQuery, RawQuery, ReadingPage, RecordArrival, Result, RevisionPage,
+    RevisionQuery, SeriesBuckets, Store, WriteItem,
 };
 use crate::alerts::Alert;
 use crate::config::QuestDbConfig;
@@ -176,6 +176,10 @@ impl Store for QuestDbStore {
 
     async fn readings(&self, query: RawQuery) -> Result<ReadingPage> {
         read::readings(&*self.client().await?, &self.table, &query).await
+    }
+
+    async fn arrivals(&self, query: ArrivalQuery) -> Result<Vec<RecordArrival>> {
+        read::arrivals(&*self.client().await?, &self.table, &query).await
     }
 
     async fn aggregate(&self, query: AggregateQuery) -> Result<Vec<SeriesBuckets>> {

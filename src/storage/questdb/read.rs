@@ -9,7 +9,8 @@ use super::rollup::{self, Freshness, Merger, Partial, Range};
 use super::sql::Args;
 
 use crate::storage::{
-    AggregateQuery, Error, LatestRow, RawQuery, ReadingPage, Result, SeriesBuckets, StoredReading,
+    AggregateQuery, ArrivalQuery, Error, LatestRow, RawQuery, ReadingPage, RecordArrival, Result,
+    SeriesBuckets, StoredReading,
 };
 use crate::telemetry::{Status, Timestamp};
 
@@ -356,6 +357,34 @@ pub async fn latest(client: &tokio_postgres::Client, table: &str) -> Result<Vec<
             ts: millis(ts),
             value: row.try_get(3).map_err(pg_error)?,
             status: status_of(&code)?,
+        });
+    }
+    Ok(out)
+}
+
+/// A station's records in `[from, to)`: each distinct reading time, with the earliest known
+/// arrival of its readings (`min` skips rows without one).
+pub async fn arrivals(
+    client: &tokio_postgres::Client,
+    table: &str,
+    q: &ArrivalQuery,
+) -> Result<Vec<RecordArrival>> {
+    let (from, to) = (naive(q.from), naive(q.to));
+    let mut args = Args::new();
+    let sql = format!(
+        "SELECT ts, min(arrived) FROM {table} WHERE {} AND ts >= {} AND ts < {} ORDER BY ts",
+        args.symbol_eq("station", &q.station),
+        args.bind(&from),
+        args.bind(&to),
+    );
+    let rows = client.query(&sql, args.values()).await.map_err(pg_error)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let ts: NaiveDateTime = row.try_get(0).map_err(pg_error)?;
+        let arrived: Option<NaiveDateTime> = row.try_get(1).map_err(pg_error)?;
+        out.push(RecordArrival {
+            ts: millis(ts),
+            arrived: arrived.map(millis),
         });
     }
     Ok(out)

@@ -25,7 +25,8 @@ pub fn readings_ddl(table: &str, ttl_days: u64) -> String {
             zone SYMBOL CAPACITY 1024 CACHE,
             param SYMBOL CAPACITY 256 CACHE,
             status SYMBOL CAPACITY 4 CACHE,
-            value DOUBLE
+            value DOUBLE,
+            arrived TIMESTAMP
         ) TIMESTAMP(ts) PARTITION BY DAY{ttl} WAL
         DEDUP UPSERT KEYS(ts, station, param)"
     )
@@ -109,6 +110,28 @@ pub async fn create(client: &tokio_postgres::Client, table: &str, ttl_days: u64)
     let Some(row) = row else {
         return Err(incompatible(format!("table `{table}` was not created")));
     };
+    // Tables created before arrival times were kept get the column; their rows have none
+    // (unknown arrival), as on the embedded store. (QuestDB refuses an ALTER that changes
+    // nothing on a WAL table, `IF NOT EXISTS` included: look first.)
+    let columns =
+        format!("SELECT \"column\" FROM table_columns('{table}') WHERE \"column\" = 'arrived'");
+    let has_arrival = client.query_opt(&columns, &[]).await.map_err(|e| {
+        Error::Unavailable(format!(
+            "cannot read the QuestDB table's columns: {}",
+            super::read::error_chain(&e)
+        ))
+    })?;
+    if has_arrival.is_none() {
+        client
+            .batch_execute(&format!("ALTER TABLE {table} ADD COLUMN arrived TIMESTAMP"))
+            .await
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "cannot add the arrival column to the QuestDB table: {}",
+                    super::read::error_chain(&e)
+                ))
+            })?;
+    }
     let designated: Option<String> = row.try_get(0).ok();
     let wal: bool = row.try_get(1).unwrap_or(false);
     let dedup: bool = row.try_get(2).unwrap_or(false);

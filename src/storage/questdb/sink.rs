@@ -126,22 +126,34 @@ impl QuestSink {
         self.buffer.clear();
         // Names checked once per batch, not once per row.
         let table = TableName::new(self.config.table.as_str())?;
-        let [station, zone, param, status, value] =
-            ["station", "zone", "param", "status", "value"].map(ColumnName::new);
-        let (station, zone, param, status, value) = (station?, zone?, param?, status?, value?);
+        let [station, zone, param, status, value, arrived] =
+            ["station", "zone", "param", "status", "value", "arrived"].map(ColumnName::new);
+        let (station, zone, param, status, value, arrived) =
+            (station?, zone?, param?, status?, value?, arrived?);
         let mut rows = 0;
-        for r in items.iter().flat_map(|i| &i.readings) {
-            self.buffer
-                .table(table)?
-                .symbol(station, &*r.station)?
-                .symbol(zone, &*r.zone)?
-                .symbol(param, &*r.param)?
-                .symbol(status, r.status.code())?
-                .column_f64(value, r.value)?
-                .at(TimestampMicros::new(r.ts.as_millis() * 1000))?;
-            rows += 1;
-            if self.buffer.len() >= max_request_bytes {
-                sender.flush(&mut self.buffer)?;
+        for item in items {
+            // When the message arrived (its presence update says): the connectivity report's
+            // timeliness. DEDUP UPSERT replaces a whole row, so on QuestDB a re-sent reading
+            // takes its last arrival (the embedded store keeps the first).
+            let received = item
+                .presence
+                .as_ref()
+                .and_then(|p| p.last_seen)
+                .map(|at| TimestampMicros::new(at.as_millis() * 1000));
+            for r in &item.readings {
+                self.buffer
+                    .table(table)?
+                    .symbol(station, &*r.station)?
+                    .symbol(zone, &*r.zone)?
+                    .symbol(param, &*r.param)?
+                    .symbol(status, r.status.code())?
+                    .column_f64(value, r.value)?
+                    .column_ts_opt(arrived, received)?
+                    .at(TimestampMicros::new(r.ts.as_millis() * 1000))?;
+                rows += 1;
+                if self.buffer.len() >= max_request_bytes {
+                    sender.flush(&mut self.buffer)?;
+                }
             }
         }
         if !self.buffer.is_empty() {

@@ -59,9 +59,9 @@ use rusqlite::{Connection, OpenFlags};
 use super::faults::FaultSwitch;
 use super::writer::{Writer, WriterConfig};
 use super::{
-    AggregateQuery, AlertPage, AlertQuery, Error, LatestRow, PresenceRow, QuarantinePage,
-    QuarantineQuery, RawQuery, ReadingPage, Result, RevisionPage, RevisionQuery, SeriesBuckets,
-    Store, WriteItem,
+    AggregateQuery, AlertPage, AlertQuery, ArrivalQuery, Error, LatestRow, PresenceRow,
+    QuarantinePage, QuarantineQuery, RawQuery, ReadingPage, RecordArrival, Result, RevisionPage,
+    RevisionQuery, SeriesBuckets, Store, WriteItem,
 };
 use crate::alerts::Alert;
 use crate::config::{QuarantineConfig, StorageConfig, SyncMode};
@@ -292,6 +292,10 @@ impl Store for SqliteStore {
 
     async fn aggregate(&self, query: AggregateQuery) -> Result<Vec<SeriesBuckets>> {
         self.reader.read(move |c| read::aggregate(c, &query)).await
+    }
+
+    async fn arrivals(&self, query: ArrivalQuery) -> Result<Vec<RecordArrival>> {
+        self.reader.read(move |c| read::arrivals(c, &query)).await
     }
 
     async fn latest(&self) -> Result<Vec<LatestRow>> {

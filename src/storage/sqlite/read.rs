@@ -12,8 +12,8 @@ use super::open_connection;
 use crate::alerts::Alert;
 use crate::security::sequence::Window;
 use crate::storage::{
-    AggregateQuery, AlertPage, AlertQuery, Bucket, Error, LatestRow, PresenceRow, RawQuery,
-    ReadingPage, Result, SeriesBuckets, StoredReading,
+    AggregateQuery, AlertPage, AlertQuery, ArrivalQuery, Bucket, Error, LatestRow, PresenceRow,
+    RawQuery, ReadingPage, RecordArrival, Result, SeriesBuckets, StoredReading,
 };
 use crate::telemetry::{GatewayState, Status, Timestamp};
 
@@ -298,4 +298,38 @@ pub(super) fn rule_states(conn: &Connection) -> Result<Vec<(String, Vec<u8>)>> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
+}
+
+/// A station's records in `[from, to)`: each distinct reading time with the earliest known
+/// arrival of its readings (one primary-key range per series of the station).
+pub(super) fn arrivals(conn: &Connection, q: &ArrivalQuery) -> Result<Vec<RecordArrival>> {
+    let mut series = conn.prepare_cached("SELECT id FROM series WHERE station = ?1")?;
+    let ids: Vec<i64> = series
+        .query_map(params![q.station], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT ts, arrived FROM readings WHERE series = ?1 AND ts >= ?2 AND ts < ?3",
+    )?;
+    let mut records: std::collections::BTreeMap<i64, Option<i64>> =
+        std::collections::BTreeMap::new();
+    for id in ids {
+        let rows = stmt.query_map(params![id, q.from.as_millis(), q.to.as_millis()], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
+        })?;
+        for row in rows {
+            let (ts, arrived) = row?;
+            let earliest = records.entry(ts).or_insert(arrived);
+            *earliest = match (*earliest, arrived) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    Ok(records
+        .into_iter()
+        .map(|(ts, arrived)| RecordArrival {
+            ts: Timestamp::from_millis(ts),
+            arrived: arrived.map(Timestamp::from_millis),
+        })
+        .collect())
 }

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::storage::{Error, Result};
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 6;
+pub const VERSION: i64 = 7;
 
 const V1: &str = "
 CREATE TABLE series (
@@ -161,6 +161,12 @@ fn v6(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Version 7: when each reading arrived (epoch milliseconds; the arrival of the message that
+/// first brought it), for the connectivity report. Rows stored before have none (`NULL`):
+/// their arrival is unknown, and the report says so rather than guess. Adding a nullable
+/// column only changes the table's definition: instant on any size of table.
+const V7: &str = "ALTER TABLE readings ADD COLUMN arrived INTEGER;";
+
 /// Creates or upgrades the schema. Refuses a database from a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -182,6 +188,12 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
         let tx = conn.transaction()?;
         v6(&tx)?;
         tx.pragma_update(None, "user_version", 6)?;
+        tx.commit()?;
+    }
+    if found < 7 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(V7)?;
+        tx.pragma_update(None, "user_version", 7)?;
         tx.commit()?;
     }
     Ok(())
@@ -274,7 +286,9 @@ mod tests {
         assert_eq!(n, 2);
         for bad in ["3", "-1", "1.5", "'x'"] {
             let refused = conn.execute(
-                &format!("INSERT INTO readings VALUES (1, 30, 1.0, {bad})"),
+                &format!(
+                    "INSERT INTO readings (series, ts, value, status) VALUES (1, 30, 1.0, {bad})"
+                ),
                 [],
             );
             assert!(
@@ -282,11 +296,23 @@ mod tests {
                 "status {bad}: {refused:?}"
             );
         }
-        conn.execute("INSERT INTO readings VALUES (1, 30, 1.0, 1)", [])
-            .unwrap();
+        conn.execute(
+            "INSERT INTO readings (series, ts, value, status) VALUES (1, 30, 1.0, 1)",
+            [],
+        )
+        .unwrap();
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, VERSION);
+        // Version 7: the readings kept have no arrival time (unknown, not "on time").
+        let unknown: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM readings WHERE ts IN (10, 20) AND arrived IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unknown, 2);
     }
 }

@@ -22,8 +22,10 @@ use crate::telemetry::{Reading, Timestamp};
 /// readings (one statement execution per 64 readings instead of one per reading).
 const CHUNK: usize = 64;
 
+/// A re-sent reading keeps its first arrival (the `INSERT OR IGNORE`), a corrected one too
+/// (the update leaves `arrived` alone): the data was received then.
 const INSERT_READING: &str =
-    "INSERT OR IGNORE INTO readings (series, ts, value, status) VALUES (?1, ?2, ?3, ?4)";
+    "INSERT OR IGNORE INTO readings (series, ts, value, status, arrived) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 const UPDATE_READING: &str = "UPDATE readings SET value = ?3, status = ?4
      WHERE series = ?1 AND ts = ?2 AND (value IS NOT ?3 OR status IS NOT ?4)";
@@ -31,12 +33,12 @@ const UPDATE_READING: &str = "UPDATE readings SET value = ?3, status = ?4
 /// `INSERT_READING` for `CHUNK` readings at once.
 fn insert_chunk_sql() -> String {
     let mut sql =
-        String::from("INSERT OR IGNORE INTO readings (series, ts, value, status) VALUES ");
+        String::from("INSERT OR IGNORE INTO readings (series, ts, value, status, arrived) VALUES ");
     for i in 0..CHUNK {
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str("(?,?,?,?)");
+        sql.push_str("(?,?,?,?,?)");
     }
     sql
 }
@@ -47,6 +49,8 @@ struct Row {
     ts: i64,
     value: f64,
     status: u8,
+    /// When the message that brought it arrived (its presence update says).
+    arrived: Option<i64>,
 }
 
 const INSERT_REVISION: &str = "INSERT INTO reading_revisions
@@ -124,12 +128,18 @@ impl SqliteSink {
         self.rows.clear();
         {
             for item in batch {
+                let arrived = item
+                    .presence
+                    .as_ref()
+                    .and_then(|p| p.last_seen)
+                    .map(Timestamp::as_millis);
                 for r in item.readings.iter().filter(|_| self.readings) {
                     self.rows.push(Row {
                         series: series_id(&tx, &mut self.series, r)?,
                         ts: r.ts.as_millis(),
                         value: r.value,
                         status: r.status.as_u8(),
+                        arrived,
                     });
                 }
                 rows += item.readings.len();
@@ -265,10 +275,11 @@ fn write_rows(tx: &Transaction<'_>, rows: &[Row], insert_chunk: &str) -> rusqlit
         if chunk.len() == CHUNK {
             let mut insert = tx.prepare_cached(insert_chunk)?;
             for (i, r) in chunk.iter().enumerate() {
-                insert.raw_bind_parameter(4 * i + 1, r.series)?;
-                insert.raw_bind_parameter(4 * i + 2, r.ts)?;
-                insert.raw_bind_parameter(4 * i + 3, r.value)?;
-                insert.raw_bind_parameter(4 * i + 4, r.status)?;
+                insert.raw_bind_parameter(5 * i + 1, r.series)?;
+                insert.raw_bind_parameter(5 * i + 2, r.ts)?;
+                insert.raw_bind_parameter(5 * i + 3, r.value)?;
+                insert.raw_bind_parameter(5 * i + 4, r.status)?;
+                insert.raw_bind_parameter(5 * i + 5, r.arrived)?;
             }
             if insert.raw_execute()? < CHUNK {
                 // Readings of the chunk that were ignored are written over their key, in
@@ -278,7 +289,7 @@ fn write_rows(tx: &Transaction<'_>, rows: &[Row], insert_chunk: &str) -> rusqlit
         } else {
             let mut insert = tx.prepare_cached(INSERT_READING)?;
             for r in chunk {
-                if insert.execute(params![r.series, r.ts, r.value, r.status])? == 0 {
+                if insert.execute(params![r.series, r.ts, r.value, r.status, r.arrived])? == 0 {
                     overwrite(r)?;
                 }
             }
