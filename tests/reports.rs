@@ -281,7 +281,150 @@ async fn the_report_the_alerts_and_the_raw_readings_tell_the_same_story(store: S
     svc.stop().await;
 }
 
+/// DN-AMATA-WW01 sends a past day with an hour missing (everything arrives days late),
+/// and three records of today as they are measured (on time).
+async fn connectivity_counts_records_expected_received_and_on_time_per_station_zone_and_center(
+    store: StoreKind,
+) {
+    let Some(site) = Site::on(store, Broker::Embedded, "connectivity") else {
+        return;
+    };
+    let svc = site.start().await;
+    let gw = svc.publisher().await;
+    let day = local_midnight(2);
+    let past: Vec<Record> = (0..288)
+        .filter(|k| !(120..132).contains(k))
+        .map(|k| {
+            record(
+                "DN-AMATA-WW01",
+                day + k * MIN5,
+                k as u64 + 1,
+                &[("COD", 60.0, "mg/L")],
+            )
+        })
+        .collect();
+    for chunk in past.chunks(100) {
+        gw.publish_records("DN-AMATA", "DN-AMATA-WW01", Encoding::Json, chunk)
+            .await
+            .unwrap();
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    for (k, ago) in [120_000, 60_000, 0].into_iter().enumerate() {
+        let r = record(
+            "DN-AMATA-WW01",
+            now - ago,
+            1000 + k as u64,
+            &[("COD", 60.0, "mg/L")],
+        );
+        gw.publish_records("DN-AMATA", "DN-AMATA-WW01", Encoding::Json, &[r])
+            .await
+            .unwrap();
+    }
+    svc.wait_processed(6).await;
+    gw.disconnect().await.unwrap();
+
+    let body = svc
+        .ok(&format!(
+            "/api/v1/reports/connectivity?zone=DN-AMATA&period=day&from={day}&to={}",
+            day + DAY
+        ))
+        .await;
+    let station = body["stations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["station"] == "DN-AMATA-WW01")
+        .unwrap();
+    let p = &station["periods"][0];
+    assert_eq!(
+        (p["expected"].as_u64(), p["received"].as_u64()),
+        (Some(288), Some(276)),
+        "{p}"
+    );
+    assert_eq!(p["on_time"], 0, "sent two days late");
+    assert_eq!(p["late"], 276);
+    assert_eq!(p["gaps"], 1);
+    assert_eq!(p["longest_gap"]["missing"], 12);
+    assert!(
+        p["longest_gap"]["start"]
+            .as_str()
+            .unwrap()
+            .ends_with("T10:00:00+07:00"),
+        "{p}"
+    );
+    assert_eq!(p["complete"], false);
+    let zone = &body["zones"][0];
+    assert_eq!(zone["zone"], "DN-AMATA");
+    assert_eq!(zone["periods"][0]["stations_complete"], 0);
+    let stations_in_zone = body["stations"].as_array().unwrap().len() as u64;
+    assert_eq!(
+        zone["periods"][0]["stations"].as_u64(),
+        Some(stations_in_zone)
+    );
+    assert_eq!(body["center"]["periods"][0]["received"], 276);
+
+    // Today, the whole center: the three records sent as measured are on time. (From ten
+    // minutes ago: one period, or two when local midnight falls in between.)
+    let body = svc
+        .ok(&format!(
+            "/api/v1/reports/connectivity?period=day&from={}",
+            now - 600_000
+        ))
+        .await;
+    let periods = body["stations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["station"] == "DN-AMATA-WW01")
+        .unwrap()["periods"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let sum = |field: &str| {
+        periods
+            .iter()
+            .map(|p| p[field].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!((sum("received"), sum("on_time")), (3, 3), "{periods:?}");
+    assert_eq!(body["center"]["periods"][0]["late"], 0);
+    let registered = svc.ok("/api/v1/stations").await["stations"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(
+        body["center"]["periods"][0]["stations"].as_u64(),
+        Some(registered as u64)
+    );
+
+    // CSV: the center, the zones, then the stations.
+    let response = svc
+        .http
+        .get(format!(
+            "{}/api/v1/reports/connectivity?zone=DN-AMATA&period=day&from={day}&to={}&format=csv",
+            svc.base,
+            day + DAY
+        ))
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    let mut lines = text.lines();
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with("level,id,zone,period_start"));
+    assert!(lines.next().unwrap().starts_with("center,,"));
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("station,DN-AMATA-WW01,"))
+        .unwrap();
+    assert!(row.contains(",288,276,"), "{row}");
+    svc.stop().await;
+}
+
 on_both_stores!(
+    connectivity_counts_records_expected_received_and_on_time_per_station_zone_and_center,
     a_day_of_readings_is_judged_against_every_limit_row,
     the_report_the_alerts_and_the_raw_readings_tell_the_same_story,
 );

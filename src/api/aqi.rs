@@ -115,6 +115,7 @@ async fn aqi(
         &registry,
         &mut p,
         Some((StationKind::Ambient, "the air quality index")),
+        selection::Neither::Refused,
     )?;
     let period = Period::parse(p.take("period"))?;
     let csv = selection::wants_csv(&mut p, &headers)?;

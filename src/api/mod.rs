@@ -12,6 +12,7 @@ mod admin;
 mod alerts;
 mod aqi;
 pub mod auth;
+mod connectivity;
 mod counters;
 mod error;
 mod health;
@@ -118,6 +119,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(readings::routes())
         .merge(aqi::routes())
         .merge(reports::routes())
+        .merge(connectivity::routes())
         .merge(quarantine::routes())
         .merge(alerts::routes())
         .merge(counters::routes())

@@ -47,33 +47,9 @@ async fn compliance(
 ) -> ApiResult<Response> {
     let mut p = Params::parse(q.as_deref())?;
     let registry = state.registry.load();
-    let chosen = selection::stations(&registry, &mut p, None)?;
-    let kind = match p.take("period") {
-        None => PeriodKind::Month,
-        Some(t) => {
-            PeriodKind::parse(&t).ok_or_else(|| ApiError::bad("period", "must be day or month"))?
-        }
-    };
+    let chosen = selection::stations(&registry, &mut p, None, selection::Neither::Refused)?;
     let csv = selection::wants_csv(&mut p, &headers)?;
-    let (from, to) = params::range(
-        &mut p,
-        state.offset(),
-        Timestamp::now(),
-        std::time::Duration::from_secs(30 * 86_400),
-        state.config.max_range,
-    )?;
-    p.finish()?;
-    let periods = calendar::periods(kind, from, to, state.offset());
-    if periods.len() > state.config.max_buckets {
-        return Err(ApiError::bad(
-            "to",
-            format!(
-                "{} periods, more than the maximum of {}",
-                periods.len(),
-                state.config.max_buckets
-            ),
-        ));
-    }
+    let (kind, periods, (from, to)) = report_periods(&state, p)?;
     let (Some(first), Some(last)) = (periods.first(), periods.last()) else {
         return Err(ApiError::bad("from", "the range holds no period"));
     };
@@ -125,6 +101,41 @@ async fn compliance(
         return Ok(csv_body(&state, kind, &reports, (from, to)));
     }
     Ok(Json(json_body(&state, kind, &reports, (from, to))).into_response())
+}
+
+/// `period` (day or month; month by default), `from` and `to` (the last 30 days by
+/// default), checked; the rest of the query must be used up. The report's periods, whole,
+/// and the range as asked.
+pub(super) fn report_periods(
+    state: &ApiState,
+    mut p: Params,
+) -> ApiResult<(PeriodKind, Vec<Period>, (Timestamp, Timestamp))> {
+    let kind = match p.take("period") {
+        None => PeriodKind::Month,
+        Some(t) => {
+            PeriodKind::parse(&t).ok_or_else(|| ApiError::bad("period", "must be day or month"))?
+        }
+    };
+    let (from, to) = params::range(
+        &mut p,
+        state.offset(),
+        Timestamp::now(),
+        std::time::Duration::from_secs(30 * 86_400),
+        state.config.max_range,
+    )?;
+    p.finish()?;
+    let periods = calendar::periods(kind, from, to, state.offset());
+    if periods.len() > state.config.max_buckets {
+        return Err(ApiError::bad(
+            "to",
+            format!(
+                "{} periods, more than the maximum of {}",
+                periods.len(),
+                state.config.max_buckets
+            ),
+        ));
+    }
+    Ok((kind, periods, (from, to)))
 }
 
 /// The parameters of a station that have a limit row judged in day or month reports.

@@ -8,13 +8,21 @@ use super::params::Params;
 use super::{ApiError, ApiResult};
 use crate::registry::{Registry, Station, StationKind};
 
-/// The stations of `station=ID` or `zone=ID` (one of them is required), of `kind` when one
-/// is given: an unknown station or zone is a 404; a station of another kind, or a zone
-/// without a station of the kind, a 400 naming the parameter.
+/// Whether a request naming neither `station` nor `zone` means every station.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Neither {
+    Refused,
+    AllStations,
+}
+
+/// The stations of `station=ID` or `zone=ID`, of `kind` when one is given: an unknown
+/// station or zone is a 404; a station of another kind, or a zone without a station of the
+/// kind, a 400 naming the parameter. Neither: every station, or a 400, as `neither` says.
 pub fn stations<'r>(
     registry: &'r Registry,
     p: &mut Params,
     kind: Option<(StationKind, &str)>,
+    neither: Neither,
 ) -> ApiResult<Vec<&'r Station>> {
     let fits = |s: &Station| kind.is_none_or(|(k, _)| s.kind == k);
     match (p.take("station"), p.take("zone")) {
@@ -55,6 +63,9 @@ pub fn stations<'r>(
                 ));
             }
             Ok(chosen)
+        }
+        (None, None) if neither == Neither::AllStations => {
+            Ok(registry.stations().iter().filter(|s| fits(s)).collect())
         }
         (None, None) => Err(ApiError::bad("station", "give `station` or `zone`")),
     }
