@@ -364,7 +364,7 @@ fn csv_response(
                         i.dominant.as_str().to_owned(),
                     ]);
                     for p in Pollutant::ALL {
-                        match i.sub_indices.iter().find(|s| s.pollutant == p) {
+                        match i.sub(p) {
                             Some(s) => {
                                 record.push(s.index.to_string());
                                 record.push(format!("{:.1}", s.concentration));

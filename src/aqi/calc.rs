@@ -47,6 +47,13 @@ pub struct Index {
     pub sub_indices: Vec<SubIndex>,
 }
 
+impl Index {
+    /// The sub-index of `pollutant`, if it had a value.
+    pub fn sub(&self, pollutant: Pollutant) -> Option<&SubIndex> {
+        self.sub_indices.iter().find(|s| s.pollutant == pollutant)
+    }
+}
+
 /// Why no index could be given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Missing {
@@ -315,14 +322,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let by = |p| {
-            index
-                .sub_indices
-                .iter()
-                .find(|s| s.pollutant == p)
-                .unwrap()
-                .index
-        };
+        let by = |p| index.sub(p).unwrap().index;
         assert_eq!(by(Pollutant::O3), 43);
         assert_eq!(by(Pollutant::No2), 59, "59.35: the decision prints 60");
         assert_eq!(by(Pollutant::Pm25), 41, "NowCast 20.3");
@@ -379,14 +379,7 @@ mod tests {
             0.75,
         )
         .unwrap();
-        let by = |p| {
-            index
-                .sub_indices
-                .iter()
-                .find(|s| s.pollutant == p)
-                .unwrap()
-                .clone()
-        };
+        let by = |p| index.sub(p).unwrap().clone();
         assert_eq!(by(Pollutant::Pm25).index, 110, "109.5 rounded half up");
         assert_eq!(by(Pollutant::No2).index, 65);
         // O3: 45 from the 8-hour mean against 36 from the hour; the larger counts.
