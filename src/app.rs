@@ -303,6 +303,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, Err
         config.api.report_coverage,
         i64::from(config.api.utc_offset.local_minus_utc()) * 1000,
     ));
+    warm_air(&*store, &air, &live, &registry).await;
     let pipeline = Arc::new(
         Pipeline::new(
             registry.clone(),
@@ -648,6 +649,78 @@ async fn restore_live(
         live.restore(station, None, None, values);
     }
     Ok(Sequences::restore(windows))
+}
+
+/// Warms each ambient station's current air quality index from the store: the hourly means
+/// of the 12 hours up to its newest reading (as live state knows it, restored just before).
+/// A store that cannot answer leaves the index to fill as data arrives (logged, not fatal).
+async fn warm_air(
+    store: &dyn Store,
+    air: &crate::aqi::live::LiveAqi,
+    live: &Live,
+    registry: &SharedRegistry,
+) {
+    const HOUR: i64 = 3_600_000;
+    let registry = registry.load();
+    let mut warmed = 0;
+    for station in registry.stations() {
+        if station.kind != crate::registry::StationKind::Ambient {
+            continue;
+        }
+        let pollutants: Vec<(crate::aqi::Pollutant, String)> = station
+            .parameters
+            .iter()
+            .filter_map(|p| {
+                crate::aqi::Pollutant::of_param(&p.name).map(|q| (q, p.name.to_string()))
+            })
+            .collect();
+        let newest = live.station(&station.id).and_then(|l| {
+            l.latest
+                .iter()
+                .filter(|v| pollutants.iter().any(|(_, name)| *name == *v.param))
+                .map(|v| v.ts.as_millis())
+                .max()
+        });
+        let (Some(newest), false) = (newest, pollutants.is_empty()) else {
+            continue;
+        };
+        let shifted = newest + air.offset_ms();
+        let end = shifted - shifted.rem_euclid(HOUR) - air.offset_ms() + HOUR;
+        let query = crate::storage::AggregateQuery {
+            station: station.id.to_string(),
+            params: pollutants.iter().map(|(_, n)| n.clone()).collect(),
+            from: Timestamp::from_millis(end - 12 * HOUR),
+            to: Timestamp::from_millis(end),
+            bucket_ms: HOUR,
+            align_offset_ms: air.offset_ms(),
+            status: Some(crate::telemetry::Status::Measuring),
+        };
+        match store.aggregate(query).await {
+            Ok(series) => {
+                let hours: Vec<_> = series
+                    .iter()
+                    .filter_map(|s| {
+                        let p = pollutants.iter().find(|(_, n)| *n == s.param)?.0;
+                        Some(
+                            s.buckets
+                                .iter()
+                                .map(move |b| (p, b.start.as_millis(), b.avg, b.count)),
+                        )
+                    })
+                    .flatten()
+                    .collect();
+                if let Some(current) = air.restore(&registry, &station.id, &hours) {
+                    metrics::gauge!(crate::metrics::AQI, crate::metrics::LABEL_STATION => station.id.to_string())
+                        .set(f64::from(current.index.aqi));
+                    warmed += 1;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(station = %station.id, error = %e, "cannot warm the air quality index; it fills as data arrives");
+            }
+        }
+    }
+    tracing::info!(stations = warmed, "air quality index restored");
 }
 
 async fn prune_periodically(store: Arc<dyn Store>, retention: Duration, stop: CancellationToken) {

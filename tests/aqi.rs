@@ -159,6 +159,15 @@ async fn the_hourly_and_daily_index_follow_the_decisions_examples(store: StoreKi
         other.get("aqi").is_none(),
         "not an ambient station: {other}"
     );
+    // A restart keeps it: warmed from the stored hourly means before any new data arrives.
+    svc.stop().await;
+    let svc = site.start().await;
+    let body = svc.ok(&format!("/api/v1/stations/{AQ}")).await;
+    assert_eq!(body["aqi"]["aqi"], 60, "after a restart: {body}");
+    assert!(body["aqi"]["hour_start"]
+        .as_str()
+        .unwrap()
+        .ends_with("T16:00:00+07:00"));
 
     // The same as CSV.
     let response = svc

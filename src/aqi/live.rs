@@ -155,6 +155,42 @@ impl LiveAqi {
         })
     }
 
+    /// Warms a station from stored hourly means (at start, so that a restart does not leave
+    /// the dashboard without an index for hours): `hours` are `(pollutant, hour start, mean
+    /// in the station's unit, readings)`. Returns its current index, if it has one.
+    pub fn restore(
+        &self,
+        registry: &Registry,
+        station: &str,
+        hours: &[(Pollutant, i64, f64, u64)],
+    ) -> Option<Current> {
+        let station = registry.station(station)?;
+        let interval = crate::telemetry::time::duration_ms(station.expected_interval);
+        let mut stations = self.stations.lock();
+        let entry = stations.entry(station.id.clone()).or_default();
+        for &(pollutant, hour, mean, count) in hours {
+            let Some(factor) = station
+                .parameters
+                .iter()
+                .find(|p| Pollutant::of_param(&p.name) == Some(pollutant))
+                .and_then(|p| units::to_ug_m3(&p.unit).ok())
+            else {
+                continue;
+            };
+            entry.by_pollutant.entry(pollutant).or_default().insert(
+                self.hour_of(Timestamp::from_millis(hour)),
+                (mean * factor * count as f64, count),
+            );
+        }
+        entry.current = self.compute(entry, interval);
+        entry.current.clone()
+    }
+
+    /// Where local hours start: `(ts + offset_ms) % 1 h == 0`.
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms
+    }
+
     /// A station's current index, if it has one.
     pub fn current(&self, station: &str) -> Option<Current> {
         self.stations.lock().get(station)?.current.clone()
@@ -214,6 +250,30 @@ mod tests {
         assert_eq!(now.index.dominant, Pollutant::Pm25);
         // NowCast of 40, 30, 20: w = 0.5, (40 + 15 + 5) / 1.75 = 34.29 -> 68.6 -> 69.
         assert_eq!(now.index.aqi, 69);
+    }
+
+    #[test]
+    fn a_station_restored_from_stored_hourly_means_has_its_index_at_once() {
+        let live = LiveAqi::new(Arc::new(Table::builtin()), 0.75, 7 * HOUR);
+        let registry = registry();
+        let start = 1_764_000_000_000 - 1_764_000_000_000 % HOUR;
+        let hours: Vec<(Pollutant, i64, f64, u64)> = (0..3)
+            .map(|h| {
+                (
+                    Pollutant::Pm25,
+                    start + h * HOUR,
+                    20.0 + 10.0 * h as f64,
+                    12,
+                )
+            })
+            .collect();
+        let current = live.restore(&registry, "BN-VSIP-AQ01", &hours).unwrap();
+        assert_eq!(current.index.aqi, 69, "as if the readings had arrived");
+        assert_eq!(live.current("BN-VSIP-AQ01"), Some(current));
+        // Too few readings in an hour: no mean for it.
+        let live = LiveAqi::new(Arc::new(Table::builtin()), 0.75, 7 * HOUR);
+        let thin: Vec<_> = hours.iter().map(|&(p, h, m, _)| (p, h, m, 3)).collect();
+        assert_eq!(live.restore(&registry, "BN-VSIP-AQ01", &thin), None);
     }
 
     #[test]
