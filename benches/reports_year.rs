@@ -186,7 +186,13 @@ async fn main() {
     config.api.listen = "127.0.0.1:0".parse().unwrap();
     config.mqtt.endpoint.listen = "127.0.0.1:0".parse().unwrap();
     config.storage.integrity_check_timeout = Duration::ZERO;
+    let started = Instant::now();
     let running = quantrac::app::start(config).await.expect("quantrac starts");
+    // The first start after an upgrade includes the schema migrations.
+    println!(
+        "quantrac started in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let (token, _) = running
         .security()
         .create_token("bench", Role::Admin, "bench", None)

@@ -300,36 +300,20 @@ pub(super) fn rule_states(conn: &Connection) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(rows)
 }
 
-/// A station's records in `[from, to)`: each distinct reading time with the earliest known
-/// arrival of its readings (one primary-key range per series of the station).
+/// A station's records in `[from, to)` with their first known arrival (the `records` table,
+/// kept with the readings: one primary-key range).
 pub(super) fn arrivals(conn: &Connection, q: &ArrivalQuery) -> Result<Vec<RecordArrival>> {
-    let mut series = conn.prepare_cached("SELECT id FROM series WHERE station = ?1")?;
-    let ids: Vec<i64> = series
-        .query_map(params![q.station], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
     let mut stmt = conn.prepare_cached(
-        "SELECT ts, arrived FROM readings WHERE series = ?1 AND ts >= ?2 AND ts < ?3",
+        "SELECT ts, arrived FROM records WHERE station = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts",
     )?;
-    let mut records: std::collections::BTreeMap<i64, Option<i64>> =
-        std::collections::BTreeMap::new();
-    for id in ids {
-        let rows = stmt.query_map(params![id, q.from.as_millis(), q.to.as_millis()], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
-        })?;
-        for row in rows {
-            let (ts, arrived) = row?;
-            let earliest = records.entry(ts).or_insert(arrived);
-            *earliest = match (*earliest, arrived) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-    }
-    Ok(records
-        .into_iter()
-        .map(|(ts, arrived)| RecordArrival {
-            ts: Timestamp::from_millis(ts),
-            arrived: arrived.map(Timestamp::from_millis),
-        })
-        .collect())
+    let rows = stmt.query_map(
+        params![q.station, q.from.as_millis(), q.to.as_millis()],
+        |r| {
+            Ok(RecordArrival {
+                ts: Timestamp::from_millis(r.get(0)?),
+                arrived: r.get::<_, Option<i64>>(1)?.map(Timestamp::from_millis),
+            })
+        },
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::storage::{Error, Result};
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 7;
+pub const VERSION: i64 = 8;
 
 const V1: &str = "
 CREATE TABLE series (
@@ -167,6 +167,22 @@ fn v6(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
 /// column only changes the table's definition: instant on any size of table.
 const V7: &str = "ALTER TABLE readings ADD COLUMN arrived INTEGER;";
 
+/// Version 8: one row per record (a station's reading time) with its first arrival, written
+/// with the readings: the connectivity report reads these instead of every reading (a
+/// year of the whole seed fleet: 3.15 M records against 22.6 M readings). Filled from the
+/// stored readings once, by the migration (a minute or so for tens of millions of readings).
+const V8: &str = "
+CREATE TABLE records (
+    station TEXT    NOT NULL,
+    ts      INTEGER NOT NULL,
+    arrived INTEGER,
+    PRIMARY KEY (station, ts)
+) WITHOUT ROWID;
+INSERT INTO records (station, ts, arrived)
+    SELECT s.station, r.ts, MIN(r.arrived) FROM readings r JOIN series s ON s.id = r.series
+    GROUP BY s.station, r.ts;
+";
+
 /// Creates or upgrades the schema. Refuses a database from a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -194,6 +210,12 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
         let tx = conn.transaction()?;
         tx.execute_batch(V7)?;
         tx.pragma_update(None, "user_version", 7)?;
+        tx.commit()?;
+    }
+    if found < 8 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(V8)?;
+        tx.pragma_update(None, "user_version", 8)?;
         tx.commit()?;
     }
     Ok(())
@@ -305,6 +327,18 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, VERSION);
+        // Version 8: their record is listed, its arrival unknown too.
+        let records: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM records WHERE station = 'S' AND arrived IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            records, 2,
+            "ts 10 and 20 (30 was written by hand after the migration)"
+        );
         // Version 7: the readings kept have no arrival time (unknown, not "on time").
         let unknown: i64 = conn
             .query_row(

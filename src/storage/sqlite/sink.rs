@@ -53,6 +53,10 @@ struct Row {
     arrived: Option<i64>,
 }
 
+/// A record (a station's reading time) keeps its first known arrival.
+const UPSERT_RECORD: &str = "INSERT INTO records (station, ts, arrived) VALUES (?1, ?2, ?3)
+     ON CONFLICT (station, ts) DO UPDATE SET arrived = coalesce(records.arrived, excluded.arrived)";
+
 const INSERT_REVISION: &str = "INSERT INTO reading_revisions
      (station, param, ts, value, status, replaced_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
@@ -94,6 +98,8 @@ pub struct SqliteSink {
     series: SeriesIds,
     /// The batch's readings, kept between batches for its capacity.
     rows: Vec<Row>,
+    /// The batch's records: `(station, ts, arrival)`, one per reading time of a station.
+    records: Vec<(Arc<str>, i64, Option<i64>)>,
     insert_chunk: String,
     quarantine: Bounds,
     /// Whether readings are stored here (no: another backend holds them, and this database
@@ -107,6 +113,7 @@ impl SqliteSink {
             conn,
             series: HashMap::new(),
             rows: Vec::new(),
+            records: Vec::new(),
             insert_chunk: insert_chunk_sql(),
             quarantine,
             readings: true,
@@ -126,6 +133,7 @@ impl SqliteSink {
         let mut quarantined = false;
         let mut seen: HashMap<&Arc<str>, Seen<'_>> = HashMap::new();
         self.rows.clear();
+        self.records.clear();
         {
             for item in batch {
                 let arrived = item
@@ -141,6 +149,15 @@ impl SqliteSink {
                         status: r.status.as_u8(),
                         arrived,
                     });
+                    // A record's readings come together: one entry per record.
+                    let ts = r.ts.as_millis();
+                    if self
+                        .records
+                        .last()
+                        .is_none_or(|(s, t, _)| *t != ts || *s != r.station)
+                    {
+                        self.records.push((r.station.clone(), ts, arrived));
+                    }
                 }
                 rows += item.readings.len();
                 if let Some(rejected) = &item.rejected {
@@ -176,6 +193,12 @@ impl SqliteSink {
             }
         }
         let revisions = write_rows(&tx, &self.rows, &self.insert_chunk)?;
+        {
+            let mut record = tx.prepare_cached(UPSERT_RECORD)?;
+            for (station, ts, arrived) in &self.records {
+                record.execute(params![&**station, ts, arrived])?;
+            }
+        }
         for (station, seen) in seen {
             let window = seen.window.map(Window::to_bytes);
             tx.prepare_cached(UPSERT_SEEN)?.execute(params![
@@ -230,6 +253,7 @@ impl SqliteSink {
             "DELETE FROM readings WHERE series IN (SELECT id FROM series) AND ts < ?1",
             [cutoff.as_millis()],
         )?;
+        tx.execute("DELETE FROM records WHERE ts < ?1", [cutoff.as_millis()])?;
         // Earlier versions go with the readings they were replaced in.
         tx.execute(
             "DELETE FROM reading_revisions WHERE ts < ?1",
