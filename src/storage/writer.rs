@@ -196,20 +196,19 @@ impl Writer {
             .unwrap_or(u32::MAX)
             .min(self.room_units);
         // The semaphore is fair: a heavy write waits its turn, it is not passed over forever.
-        self.room
+        // The permit is held across the send: if this future is dropped while the queue is
+        // full (a client gone, a shutdown timeout), the units go back with it.
+        let permit = self
+            .room
             .acquire_many(units)
             .await
-            .map_err(|_| Error::Closed)?
-            .forget();
-        if self
-            .commands
+            .map_err(|_| Error::Closed)?;
+        self.commands
             .send_async(Command::Write(item, units))
             .await
-            .is_err()
-        {
-            self.room.add_permits(units as usize);
-            return Err(Error::Closed);
-        }
+            .map_err(|_| Error::Closed)?;
+        // Queued: the writer gives the units back as it takes the write.
+        permit.forget();
         Ok(())
     }
 
@@ -289,6 +288,15 @@ impl Worker {
     }
 
     fn run(mut self) {
+        // However the thread ends (closed, or a panic), writers waiting for room are told
+        // the store is closed rather than wait for units that will never come back.
+        struct CloseRoom(Room);
+        impl Drop for CloseRoom {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        let _close_room = CloseRoom(self.room.clone());
         let mut batch: Vec<WriteItem> = Vec::new();
         loop {
             if self.spooling() {
@@ -643,12 +651,12 @@ mod tests {
             .unwrap();
         w.write(heavy(1000)).await.unwrap();
         w.write(heavy(1000)).await.unwrap();
-        let third = tokio::spawn({
+        let mut third = tokio::spawn({
             let w = w.clone();
             async move { w.write(heavy(1000)).await }
         });
-        tokio::task::yield_now().await;
-        assert!(!third.is_finished(), "a third queued write waits for room");
+        let waited = tokio::time::timeout(Duration::from_millis(50), &mut third).await;
+        assert!(waited.is_err(), "a third queued write waits for room");
         // The writer takes the two queued writes (giving their room back): the third goes in.
         go.send(()).unwrap();
         third.await.unwrap().unwrap();
@@ -657,6 +665,49 @@ mod tests {
         }
         drop(go);
         w.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_given_up_while_the_queue_is_full_gives_its_room_back() {
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        let mut c = config(None);
+        c.queue_capacity = 1;
+        c.queue_max_bytes = weight(&heavy(1000)) * 5 / 2;
+        let sink = Gated {
+            started: started_tx,
+            go: go_rx,
+        };
+        let w = Writer::start("t", Box::new(sink), c).unwrap();
+        w.write(heavy(1000)).await.unwrap();
+        tokio::task::spawn_blocking(move || started.recv().map(|()| started))
+            .await
+            .unwrap()
+            .unwrap();
+        // The queue (one command) fills; the next write waits in the send, holding room.
+        w.write(heavy(1000)).await.unwrap();
+        let given_up = tokio::time::timeout(Duration::from_millis(50), w.write(heavy(1000))).await;
+        assert!(given_up.is_err(), "the queue was full");
+        // Its units came back: room for one more write of the same weight beside the queued one.
+        assert_eq!(
+            w.room.available_permits(),
+            w.room_units as usize - weight(&heavy(1000)).div_ceil(ROOM_UNIT)
+        );
+        for _ in 0..4 {
+            let _ = go.send(());
+        }
+        drop(go);
+        w.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn writers_waiting_for_room_are_told_the_store_closed() {
+        let memory = Memory::default();
+        let mut c = config(None);
+        c.queue_max_bytes = 1;
+        let w = Writer::start("t", Box::new(memory), c).unwrap();
+        w.close().await.unwrap();
+        assert!(matches!(w.write(heavy(10)).await, Err(Error::Closed)));
     }
 
     #[tokio::test]
