@@ -651,8 +651,8 @@ async fn restore_live(
     Ok(Sequences::restore(windows))
 }
 
-/// Warms each ambient station's current air quality index from the store: the hourly means
-/// of the 12 hours up to its newest reading (as live state knows it, restored just before).
+/// Warms each ambient station's current air quality index from the store: its valid readings
+/// of the 12 hours up to its newest one (as live state knows it, restored just before).
 /// A store that cannot answer leaves the index to fill as data arrives (logged, not fatal).
 async fn warm_air(
     store: &dyn Store,
@@ -686,38 +686,41 @@ async fn warm_air(
         };
         let shifted = newest + air.offset_ms();
         let end = shifted - shifted.rem_euclid(HOUR) - air.offset_ms() + HOUR;
-        let query = crate::storage::AggregateQuery {
-            station: station.id.to_string(),
-            params: pollutants.iter().map(|(_, n)| n.clone()).collect(),
-            from: Timestamp::from_millis(end - 12 * HOUR),
-            to: Timestamp::from_millis(end),
-            bucket_ms: HOUR,
-            align_offset_ms: air.offset_ms(),
-            status: Some(crate::telemetry::Status::Measuring),
-        };
-        match store.aggregate(query).await {
-            Ok(series) => {
-                let hours: Vec<_> = series
-                    .iter()
-                    .filter_map(|s| {
-                        let p = pollutants.iter().find(|(_, n)| *n == s.param)?.0;
-                        Some(
-                            s.buckets
+        let mut readings = Vec::new();
+        for (pollutant, name) in &pollutants {
+            let mut query = crate::storage::RawQuery {
+                station: station.id.to_string(),
+                params: vec![name.clone()],
+                from: Timestamp::from_millis(end - 12 * HOUR),
+                to: Timestamp::from_millis(end),
+                after: None,
+                limit: 10_000,
+                status: Some(crate::telemetry::Status::Measuring),
+            };
+            loop {
+                match store.readings(query.clone()).await {
+                    Ok(page) => {
+                        readings.extend(
+                            page.readings
                                 .iter()
-                                .map(move |b| (p, b.start.as_millis(), b.avg, b.count)),
-                        )
-                    })
-                    .flatten()
-                    .collect();
-                if let Some(current) = air.restore(&registry, &station.id, &hours) {
-                    metrics::gauge!(crate::metrics::AQI, crate::metrics::LABEL_STATION => station.id.to_string())
-                        .set(f64::from(current.index.aqi));
-                    warmed += 1;
+                                .map(|r| (*pollutant, r.ts.as_millis(), r.value)),
+                        );
+                        match (page.has_more, page.readings.last()) {
+                            (true, Some(last)) => query.after = Some((last.ts, last.param.clone())),
+                            _ => break,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(station = %station.id, error = %e, "cannot warm the air quality index; it fills as data arrives");
+                        break;
+                    }
                 }
             }
-            Err(e) => {
-                tracing::warn!(station = %station.id, error = %e, "cannot warm the air quality index; it fills as data arrives");
-            }
+        }
+        if let Some(current) = air.restore(&registry, &station.id, &readings) {
+            metrics::gauge!(crate::metrics::AQI, crate::metrics::LABEL_STATION => station.id.to_string())
+                .set(f64::from(current.index.aqi));
+            warmed += 1;
         }
     }
     tracing::info!(stations = warmed, "air quality index restored");

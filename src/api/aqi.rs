@@ -157,20 +157,26 @@ async fn aqi(
         state.config.max_query_cost,
     )?;
     let table = state.aqi.table();
+    let now = Timestamp::now().as_millis();
     let mut results = Vec::new();
     for input in &all {
         let hours = hourly_means(&state, input, read_from, read_to).await?;
         let rows = (0..periods)
             .map(|k| {
                 let start = first + k * period.ms();
-                let index = index_for(
-                    table,
-                    period,
-                    &hours,
-                    read_from,
-                    start,
-                    state.config.report_coverage,
-                );
+                // A day's index is the day's: not given before the day is over.
+                let index = if period == Period::Day && start + DAY > now {
+                    Err("the day is not over yet".to_owned())
+                } else {
+                    index_for(
+                        table,
+                        period,
+                        &hours,
+                        read_from,
+                        start,
+                        state.config.report_coverage,
+                    )
+                };
                 Row {
                     start: Timestamp::from_millis(start),
                     index,

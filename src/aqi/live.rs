@@ -1,8 +1,9 @@
 //! The current VN_AQI of each ambient station, kept as data arrives, so that the API, the
 //! metrics and a dashboard read it instead of recomputing it.
 //!
-//! Per ambient station and pollutant, the sums and counts of valid readings (status 00) of
-//! the last 12 hours, by local hour. After each message of an ambient station, its index is
+//! Per ambient station and pollutant, the valid readings (status 00) of the last 12 hours by
+//! local hour, keyed by their time: a re-sent reading replaces itself and a corrected one its
+//! earlier value, as in the store, so neither counts twice. After each message of an ambient station, its index is
 //! computed for the newest hour that has a mean by the coverage rule (NowCast over the 12
 //! hours ending there for PM): the same rules as `GET /api/v1/aqi?period=hour`
 //! ([`super::calc::hourly`]). A reading older than the 12 hours before the station's newest
@@ -30,10 +31,10 @@ pub struct Current {
     pub index: Index,
 }
 
-/// Sums and counts per hour start, per pollutant.
+/// Readings (ug/m3) by time, by hour start, per pollutant.
 #[derive(Debug, Default)]
 struct Hours {
-    by_pollutant: BTreeMap<Pollutant, BTreeMap<i64, (f64, u64)>>,
+    by_pollutant: BTreeMap<Pollutant, BTreeMap<i64, BTreeMap<i64, f64>>>,
     current: Option<Current>,
 }
 
@@ -95,9 +96,10 @@ impl LiveAqi {
             if hour <= newest - KEPT_HOURS * HOUR {
                 continue;
             }
-            let slot = series.entry(hour).or_insert((0.0, 0));
-            slot.0 += r.value * factor;
-            slot.1 += 1;
+            series
+                .entry(hour)
+                .or_default()
+                .insert(r.ts.as_millis(), r.value * factor);
             let keep_from = hour.max(newest) - (KEPT_HOURS - 1) * HOUR;
             series.retain(|&h, _| h >= keep_from);
             touched = true;
@@ -115,16 +117,17 @@ impl LiveAqi {
 
     /// The index of the newest hour with a valid mean of any pollutant.
     fn compute(&self, hours: &Hours, interval_ms: i64) -> Option<Current> {
-        let covered = |(sum, count): (f64, u64)| {
+        let covered = |readings: &BTreeMap<i64, f64>| {
+            let count = readings.len() as u64;
             crate::coverage::covered(count, HOUR, interval_ms, self.coverage)
-                .then(|| sum / count as f64)
+                .then(|| readings.values().sum::<f64>() / count as f64)
         };
         let newest = hours
             .by_pollutant
             .values()
             .flat_map(|s| {
                 s.iter()
-                    .filter(|(_, v)| covered(**v).is_some())
+                    .filter(|(_, v)| covered(v).is_some())
                     .map(|(h, _)| *h)
             })
             .max()?;
@@ -135,7 +138,7 @@ impl LiveAqi {
                 let slots = (0..KEPT_HOURS)
                     .map(|k| {
                         let h = newest - (KEPT_HOURS - 1 - k) * HOUR;
-                        s.get(&h).and_then(|v| covered(*v))
+                        s.get(&h).and_then(covered)
                     })
                     .collect();
                 (*p, slots)
@@ -155,20 +158,20 @@ impl LiveAqi {
         })
     }
 
-    /// Warms a station from stored hourly means (at start, so that a restart does not leave
-    /// the dashboard without an index for hours): `hours` are `(pollutant, hour start, mean
-    /// in the station's unit, readings)`. Returns its current index, if it has one.
+    /// Warms a station from its stored valid readings (at start, so that a restart does not
+    /// leave the dashboard without an index for hours): `readings` are `(pollutant, time,
+    /// value in the station's unit)`. Returns its current index, if it has one.
     pub fn restore(
         &self,
         registry: &Registry,
         station: &str,
-        hours: &[(Pollutant, i64, f64, u64)],
+        readings: &[(Pollutant, i64, f64)],
     ) -> Option<Current> {
         let station = registry.station(station)?;
         let interval = crate::telemetry::time::duration_ms(station.expected_interval);
         let mut stations = self.stations.lock();
         let entry = stations.entry(station.id.clone()).or_default();
-        for &(pollutant, hour, mean, count) in hours {
+        for &(pollutant, ts, value) in readings {
             let Some(factor) = station
                 .parameters
                 .iter()
@@ -177,10 +180,13 @@ impl LiveAqi {
             else {
                 continue;
             };
-            entry.by_pollutant.entry(pollutant).or_default().insert(
-                self.hour_of(Timestamp::from_millis(hour)),
-                (mean * factor * count as f64, count),
-            );
+            entry
+                .by_pollutant
+                .entry(pollutant)
+                .or_default()
+                .entry(self.hour_of(Timestamp::from_millis(ts)))
+                .or_default()
+                .insert(ts, value * factor);
         }
         entry.current = self.compute(entry, interval);
         entry.current.clone()
@@ -253,27 +259,58 @@ mod tests {
     }
 
     #[test]
-    fn a_station_restored_from_stored_hourly_means_has_its_index_at_once() {
+    fn a_station_restored_from_stored_readings_has_its_index_at_once() {
         let live = LiveAqi::new(Arc::new(Table::builtin()), 0.75, 7 * HOUR);
         let registry = registry();
         let start = 1_764_000_000_000 - 1_764_000_000_000 % HOUR;
-        let hours: Vec<(Pollutant, i64, f64, u64)> = (0..3)
-            .map(|h| {
+        let readings: Vec<(Pollutant, i64, f64)> = (0..36)
+            .map(|k| {
                 (
                     Pollutant::Pm25,
-                    start + h * HOUR,
-                    20.0 + 10.0 * h as f64,
-                    12,
+                    start + k * 300_000,
+                    20.0 + 10.0 * (k / 12) as f64,
                 )
             })
             .collect();
-        let current = live.restore(&registry, "BN-VSIP-AQ01", &hours).unwrap();
+        let current = live.restore(&registry, "BN-VSIP-AQ01", &readings).unwrap();
         assert_eq!(current.index.aqi, 69, "as if the readings had arrived");
         assert_eq!(live.current("BN-VSIP-AQ01"), Some(current));
         // Too few readings in an hour: no mean for it.
         let live = LiveAqi::new(Arc::new(Table::builtin()), 0.75, 7 * HOUR);
-        let thin: Vec<_> = hours.iter().map(|&(p, h, m, _)| (p, h, m, 3)).collect();
+        let thin: Vec<_> = readings.iter().step_by(4).copied().collect();
         assert_eq!(live.restore(&registry, "BN-VSIP-AQ01", &thin), None);
+    }
+
+    #[test]
+    fn a_reading_sent_twice_counts_once_and_a_correction_replaces_it() {
+        let live = LiveAqi::new(Arc::new(Table::builtin()), 0.75, 7 * HOUR);
+        let registry = registry();
+        let start = 1_764_000_000_000 - 1_764_000_000_000 % HOUR;
+        // Two hours of five readings each, every one sent twice: ten arrivals an hour, but
+        // five readings, short of the nine an hour needs.
+        for k in 0..24 {
+            if k % 12 < 5 {
+                let r = reading("BN-VSIP-AQ01", "PM2.5", start + k * 300_000, 30.0);
+                live.observe(&registry, std::slice::from_ref(&r));
+                live.observe(&registry, &[r]);
+            }
+        }
+        assert_eq!(live.current("BN-VSIP-AQ01"), None);
+        // Two full hours at 30, then every reading of the last one corrected to 60.
+        for k in 0..24 {
+            live.observe(
+                &registry,
+                &[reading("BN-VSIP-AQ01", "PM2.5", start + k * 300_000, 30.0)],
+            );
+        }
+        for k in 12..24 {
+            live.observe(
+                &registry,
+                &[reading("BN-VSIP-AQ01", "PM2.5", start + k * 300_000, 60.0)],
+            );
+        }
+        // NowCast of 60 and 30: w = 0.5, (60 + 15) / 1.5 = 50 ug/m3: index 100.
+        assert_eq!(live.current("BN-VSIP-AQ01").unwrap().index.aqi, 100);
     }
 
     #[test]

@@ -10,9 +10,9 @@ pub fn to_ug_m3(unit: &str) -> Result<f64, String> {
     let normal = unit
         .trim()
         .replace(['µ', 'μ'], "u")
+        .replace('³', "3")
         .to_ascii_lowercase()
-        .replace("nm3", "m3")
-        .replace("m³", "m3");
+        .replace("nm3", "m3");
     match normal.as_str() {
         "ug/m3" => Ok(1.0),
         "mg/m3" => Ok(1000.0),
@@ -31,6 +31,7 @@ mod tests {
     fn mass_units_convert_and_volume_ratios_are_refused_by_name() {
         assert_eq!(to_ug_m3("ug/Nm3").unwrap(), 1.0);
         assert_eq!(to_ug_m3("µg/m3").unwrap(), 1.0);
+        assert_eq!(to_ug_m3("µg/Nm³").unwrap(), 1.0);
         assert_eq!(to_ug_m3("mg/Nm3").unwrap(), 1000.0);
         let e = to_ug_m3("ppm").unwrap_err();
         assert!(e.contains("`ppm`"), "{e}");

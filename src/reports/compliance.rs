@@ -237,16 +237,23 @@ fn judge(
     let mut exceeded = 0u64;
     let mut longest: Option<Run> = None;
     let mut run: Option<Run> = None;
-    let mut last_end: Option<i64> = None;
-    // Readings further apart than two intervals are not consecutive.
-    let max_gap = match limit.averaging {
-        Averaging::Instant => 2 * s.interval_ms,
-        _ => 0,
+    let mut last: Option<&Judged> = None;
+    // Consecutive: readings at most two intervals apart (one missing reading does not end a
+    // run); windows one step apart (a window without enough readings ends it).
+    let consecutive = |prev: &Judged, v: &Judged| match limit.averaging {
+        Averaging::Instant => v.start - prev.start <= 2 * s.interval_ms,
+        _ => v.end - prev.end <= step_of(limit.averaging),
     };
-    for v in values.iter().filter(|v| in_force(v.start)) {
+    // A reading is judged by the rows in force on its day; a window by those in force on the
+    // day it ends in (the 8 hours ending 01:00 belong to the day they end in).
+    let day_of = |v: &Judged| match limit.averaging {
+        Averaging::Instant => v.start,
+        _ => v.end - 1,
+    };
+    for v in values.iter().filter(|v| in_force(day_of(v))) {
         judged += 1;
-        let apart = last_end.is_none_or(|e| v.start - e > max_gap);
-        last_end = Some(v.end);
+        let apart = last.is_none_or(|prev| !consecutive(prev, v));
+        last = Some(v);
         if outside(limit, v.value) {
             exceeded += 1;
             match run.as_mut() {
@@ -289,6 +296,14 @@ fn judge(
     }
 }
 
+/// How far apart consecutive windows of an averaged row end.
+const fn step_of(averaging: Averaging) -> i64 {
+    match averaging {
+        Averaging::Hour24 | Averaging::Year1 => DAY,
+        _ => HOUR,
+    }
+}
+
 /// Ends the current run, keeping it if it is the longest so far.
 fn close(run: &mut Option<Run>, longest: &mut Option<Run>) {
     if let Some(mut r) = run.take() {
@@ -305,7 +320,9 @@ fn windows(valid: &[&Sample], period: Period, width: i64, step: i64, s: &Setting
     let mut out = Vec::new();
     let mut end = period.start.as_millis() + step;
     let mut lo = 0;
-    while end <= period.end.as_millis() {
+    // Only windows that have ended: a day's mean is not judged before the day is over.
+    let last_end = period.end.min(s.now).as_millis();
+    while end <= last_end {
         let start = end - width;
         while lo < valid.len() && valid[lo].ts.as_millis() < start {
             lo += 1;
@@ -465,6 +482,65 @@ mod tests {
         assert_eq!(r.limits.len(), 1, "only the row in force in 2026");
         assert_eq!(r.limits[0].limit.upper, Some(45.0));
         assert_eq!(r.limits[0].verdict, Verdict::Exceeded);
+    }
+
+    #[test]
+    fn eight_hour_windows_are_judged_by_the_rows_in_force_on_the_day_they_end_in() {
+        // The new row from 2026-01-10: every window ending that day is judged by it, those
+        // starting the day before included.
+        let start = Timestamp::parse_rfc3339("2026-01-10T00:00:00+07:00")
+            .unwrap()
+            .as_millis();
+        let samples: Vec<Sample> = (-84..288)
+            .map(|k| Sample {
+                ts: Timestamp::from_millis(start + k * MIN5),
+                value: 40.0,
+                status: Status::Measuring,
+            })
+            .collect();
+        let period = Period {
+            start: Timestamp::from_millis(start),
+            end: Timestamp::from_millis(start + DAY),
+        };
+        let p = parameter(vec![
+            limit(Averaging::Hour8, 100.0, None, Some("2026-01-09")),
+            limit(Averaging::Hour8, 30.0, Some("2026-01-10"), None),
+        ]);
+        let r = evaluate(&p, &samples, period, &settings(i64::MAX)).unwrap();
+        assert_eq!(r.limits.len(), 1);
+        assert_eq!((r.limits[0].judged, r.limits[0].exceeded), (24, 24));
+    }
+
+    #[test]
+    fn a_day_not_over_yet_has_no_daily_mean_and_a_gap_in_windows_ends_a_run() {
+        let (period, samples) = day(|k| match k / 12 {
+            2 | 4 => (150.0, Status::Measuring),
+            3 => (0.0, Status::DeviceError),
+            _ => (40.0, Status::Measuring),
+        });
+        let noon = period.start.as_millis() + DAY / 2;
+        let p = parameter(vec![
+            limit(Averaging::Hour24, 100.0, None, None),
+            limit(Averaging::Hour1, 100.0, None, None),
+        ]);
+        let r = evaluate(&p, &samples, period, &settings(noon)).unwrap();
+        let daily = r
+            .limits
+            .iter()
+            .find(|l| l.limit.averaging == Averaging::Hour24)
+            .unwrap();
+        assert_eq!(daily.judged, 0, "the day is not over at noon");
+        let hourly = r
+            .limits
+            .iter()
+            .find(|l| l.limit.averaging == Averaging::Hour1)
+            .unwrap();
+        assert_eq!(hourly.exceeded, 2);
+        assert_eq!(
+            hourly.longest.as_ref().unwrap().count,
+            1,
+            "hour 3 had no mean: two runs"
+        );
     }
 
     #[test]

@@ -110,6 +110,15 @@ pub async fn create(client: &tokio_postgres::Client, table: &str, ttl_days: u64)
     let Some(row) = row else {
         return Err(incompatible(format!("table `{table}` was not created")));
     };
+    let designated: Option<String> = row.try_get(0).ok();
+    let wal: bool = row.try_get(1).unwrap_or(false);
+    let dedup: bool = row.try_get(2).unwrap_or(false);
+    if designated.as_deref() != Some("ts") || !wal || !dedup {
+        return Err(incompatible(format!(
+            "table `{table}` exists without TIMESTAMP(ts), WAL and DEDUP UPSERT KEYS(ts, station, param) \
+             (designated timestamp {designated:?}, WAL {wal}, DEDUP {dedup}); drop or rename it"
+        )));
+    }
     // Tables created before arrival times were kept get the column; their rows have none
     // (unknown arrival), as on the embedded store. (QuestDB refuses an ALTER that changes
     // nothing on a WAL table, `IF NOT EXISTS` included: look first.)
@@ -131,15 +140,6 @@ pub async fn create(client: &tokio_postgres::Client, table: &str, ttl_days: u64)
                     super::read::error_chain(&e)
                 ))
             })?;
-    }
-    let designated: Option<String> = row.try_get(0).ok();
-    let wal: bool = row.try_get(1).unwrap_or(false);
-    let dedup: bool = row.try_get(2).unwrap_or(false);
-    if designated.as_deref() != Some("ts") || !wal || !dedup {
-        return Err(incompatible(format!(
-            "table `{table}` exists without TIMESTAMP(ts), WAL and DEDUP UPSERT KEYS(ts, station, param) \
-             (designated timestamp {designated:?}, WAL {wal}, DEDUP {dedup}); drop or rename it"
-        )));
     }
     Ok(())
 }

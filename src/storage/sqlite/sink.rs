@@ -253,7 +253,11 @@ impl SqliteSink {
             "DELETE FROM readings WHERE series IN (SELECT id FROM series) AND ts < ?1",
             [cutoff.as_millis()],
         )?;
-        tx.execute("DELETE FROM records WHERE ts < ?1", [cutoff.as_millis()])?;
+        // Per station (the key's prefix), not a scan of the whole table.
+        tx.execute(
+            "DELETE FROM records WHERE station IN (SELECT DISTINCT station FROM series) AND ts < ?1",
+            [cutoff.as_millis()],
+        )?;
         // Earlier versions go with the readings they were replaced in.
         tx.execute(
             "DELETE FROM reading_revisions WHERE ts < ?1",
