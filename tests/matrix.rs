@@ -248,8 +248,17 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success());
 }
 
+/// The QuestDB cells share one server, and the store-down cell stops it: that cell runs
+/// alone (write), the others beside each other (read).
+static QUESTDB: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Runs one cell of the matrix; prints its counts for the report (`MATRIX | ...`).
 async fn cell(way: Way, fault: Fault) {
+    let (_alone, _beside) = match (way, fault) {
+        (Way::QuestDb, Fault::StoreDown) => (Some(QUESTDB.write().await), None),
+        (Way::QuestDb, _) => (None, Some(QUESTDB.read().await)),
+        _ => (None, None),
+    };
     let label = format!("{way:?}-{fault:?}").to_lowercase();
     let tmpfs = if fault == Fault::DiskFull {
         match Tmpfs::mount(64) {
