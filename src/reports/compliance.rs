@@ -412,6 +412,26 @@ mod tests {
         (period, samples)
     }
 
+    /// The local day 2026-01-10 and the 7 hours before it, every 5 minutes: `value(k)` for
+    /// the k-th reading from the day's start (negative before it).
+    fn day_with_lookback(value: impl Fn(i64) -> f64) -> (Period, Vec<Sample>) {
+        let start = Timestamp::parse_rfc3339("2026-01-10T00:00:00+07:00")
+            .unwrap()
+            .as_millis();
+        let samples = (-84..288)
+            .map(|k| Sample {
+                ts: Timestamp::from_millis(start + k * MIN5),
+                value: value(k),
+                status: Status::Measuring,
+            })
+            .collect();
+        let period = Period {
+            start: Timestamp::from_millis(start),
+            end: Timestamp::from_millis(start + DAY),
+        };
+        (period, samples)
+    }
+
     #[test]
     fn readings_above_an_instant_limit_are_counted_with_the_longest_run_and_excluded_statuses_apart(
     ) {
@@ -488,20 +508,7 @@ mod tests {
     fn eight_hour_windows_are_judged_by_the_rows_in_force_on_the_day_they_end_in() {
         // The new row from 2026-01-10: every window ending that day is judged by it, those
         // starting the day before included.
-        let start = Timestamp::parse_rfc3339("2026-01-10T00:00:00+07:00")
-            .unwrap()
-            .as_millis();
-        let samples: Vec<Sample> = (-84..288)
-            .map(|k| Sample {
-                ts: Timestamp::from_millis(start + k * MIN5),
-                value: 40.0,
-                status: Status::Measuring,
-            })
-            .collect();
-        let period = Period {
-            start: Timestamp::from_millis(start),
-            end: Timestamp::from_millis(start + DAY),
-        };
+        let (period, samples) = day_with_lookback(|_| 40.0);
         let p = parameter(vec![
             limit(Averaging::Hour8, 100.0, None, Some("2026-01-09")),
             limit(Averaging::Hour8, 30.0, Some("2026-01-10"), None),
@@ -559,20 +566,7 @@ mod tests {
     fn eight_hour_means_use_the_hours_before_the_period() {
         // 7 hours before the day at 200, then 40: the windows ending 01:00 .. 07:00 average
         // above 100 (the one ending 01:00: (7 x 200 + 40) / 8 = 180).
-        let start = Timestamp::parse_rfc3339("2026-01-10T00:00:00+07:00")
-            .unwrap()
-            .as_millis();
-        let samples: Vec<Sample> = (-84..288)
-            .map(|k| Sample {
-                ts: Timestamp::from_millis(start + k * MIN5),
-                value: if k < 0 { 200.0 } else { 40.0 },
-                status: Status::Measuring,
-            })
-            .collect();
-        let period = Period {
-            start: Timestamp::from_millis(start),
-            end: Timestamp::from_millis(start + DAY),
-        };
+        let (period, samples) = day_with_lookback(|k| if k < 0 { 200.0 } else { 40.0 });
         let p = parameter(vec![limit(Averaging::Hour8, 100.0, None, None)]);
         let r = evaluate(&p, &samples, period, &settings(i64::MAX)).unwrap();
         let l = &r.limits[0];

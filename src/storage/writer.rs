@@ -631,24 +631,41 @@ mod tests {
         i
     }
 
-    #[tokio::test]
-    async fn writes_wait_while_the_queued_ones_hold_the_memory_budget_and_go_on_as_it_frees() {
+    /// A writer over a [`Gated`] sink whose first write (`heavy(1000)`) is committing, held
+    /// there until `go` says so.
+    async fn held_writer(c: WriterConfig) -> (Writer, std::sync::mpsc::Sender<()>) {
         let (started_tx, started) = std::sync::mpsc::channel();
         let (go, go_rx) = std::sync::mpsc::channel();
-        let mut c = config(None);
-        // Room for two writes of 1,000 readings (and a little more), not three.
-        c.queue_max_bytes = weight(&heavy(1000)) * 5 / 2;
         let sink = Gated {
             started: started_tx,
             go: go_rx,
         };
-        let w = Arc::new(Writer::start("t", Box::new(sink), c).unwrap());
-        // The first write is taken off the queue, and its commit holds the writer.
+        let w = Writer::start("t", Box::new(sink), c).unwrap();
         w.write(heavy(1000)).await.unwrap();
         tokio::task::spawn_blocking(move || started.recv().map(|()| started))
             .await
             .unwrap()
             .unwrap();
+        (w, go)
+    }
+
+    /// Lets every held commit through and closes the writer.
+    async fn release(w: &Writer, go: std::sync::mpsc::Sender<()>) {
+        for _ in 0..4 {
+            let _ = go.send(());
+        }
+        drop(go);
+        w.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn writes_wait_while_the_queued_ones_hold_the_memory_budget_and_go_on_as_it_frees() {
+        let mut c = config(None);
+        // Room for two writes of 1,000 readings (and a little more), not three.
+        c.queue_max_bytes = weight(&heavy(1000)) * 5 / 2;
+        // The first write is taken off the queue, and its commit holds the writer.
+        let (w, go) = held_writer(c).await;
+        let w = Arc::new(w);
         w.write(heavy(1000)).await.unwrap();
         w.write(heavy(1000)).await.unwrap();
         let mut third = tokio::spawn({
@@ -660,30 +677,15 @@ mod tests {
         // The writer takes the two queued writes (giving their room back): the third goes in.
         go.send(()).unwrap();
         third.await.unwrap().unwrap();
-        for _ in 0..4 {
-            let _ = go.send(());
-        }
-        drop(go);
-        w.close().await.unwrap();
+        release(&w, go).await;
     }
 
     #[tokio::test]
     async fn a_write_given_up_while_the_queue_is_full_gives_its_room_back() {
-        let (started_tx, started) = std::sync::mpsc::channel();
-        let (go, go_rx) = std::sync::mpsc::channel();
         let mut c = config(None);
         c.queue_capacity = 1;
         c.queue_max_bytes = weight(&heavy(1000)) * 5 / 2;
-        let sink = Gated {
-            started: started_tx,
-            go: go_rx,
-        };
-        let w = Writer::start("t", Box::new(sink), c).unwrap();
-        w.write(heavy(1000)).await.unwrap();
-        tokio::task::spawn_blocking(move || started.recv().map(|()| started))
-            .await
-            .unwrap()
-            .unwrap();
+        let (w, go) = held_writer(c).await;
         // The queue (one command) fills; the next write waits in the send, holding room.
         w.write(heavy(1000)).await.unwrap();
         let given_up = tokio::time::timeout(Duration::from_millis(50), w.write(heavy(1000))).await;
@@ -693,11 +695,7 @@ mod tests {
             w.room.available_permits(),
             w.room_units as usize - weight(&heavy(1000)).div_ceil(ROOM_UNIT)
         );
-        for _ in 0..4 {
-            let _ = go.send(());
-        }
-        drop(go);
-        w.close().await.unwrap();
+        release(&w, go).await;
     }
 
     #[tokio::test]
