@@ -23,7 +23,7 @@
 //! | [`notify`] | alert notifications: MQTT alert topic, event stream, webhooks |
 //! | [`pipeline`] | one message in: decode, validate, evaluate alerts, fan out to store and live state |
 //! | [`alerts`] | pure alert rules and engine: exceedances, early warnings, no data, faults, lifecycle |
-//! | [`aqi`] | VN_AQI, pure: breakpoints (data), NowCast, hourly and daily indices |
+//! | [`aqi`] | VN_AQI: breakpoints (data), pure NowCast, hourly and daily indices; each ambient station's current index |
 //! | [`coverage`] | the coverage rule every time average shares |
 //! | [`validate`] | pure validation rules: accepted, or rejected with one reason |
 //! | [`reports`] | pure reports: compliance with the limits over local days and months |

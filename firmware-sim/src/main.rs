@@ -74,19 +74,7 @@ enum Command {
 #[derive(Args)]
 struct BackfillArgs {
     #[command(flatten)]
-    broker: BrokerArgs,
-    /// Directory holding stations.toml and limits.csv (e.g. written by `seeds`).
-    #[arg(long, default_value = "seeds")]
-    seeds: PathBuf,
-    /// Stations to send as (the first of the seed set; 0 = all).
-    #[arg(long, default_value_t = 0)]
-    stations: usize,
-    /// Readings per record.
-    #[arg(long, default_value_t = 8)]
-    params: usize,
-    /// json or bincode (tt10 carries one record per message).
-    #[arg(long, default_value = "json")]
-    encoding: Encoding,
+    fleet: FleetArgs,
     /// History per station, in records (60 days of 5-minute records: 17,280).
     #[arg(long, default_value_t = 2_000)]
     records_per_station: u64,
@@ -181,8 +169,10 @@ struct SeedsArgs {
     interval: String,
 }
 
+/// Who sends what: the broker, the seed fleet, how many of its stations and parameters,
+/// and the encoding (shared by every command that publishes a fleet's records).
 #[derive(Args)]
-struct TrafficArgs {
+struct FleetArgs {
     #[command(flatten)]
     broker: BrokerArgs,
     /// Directory holding stations.toml and limits.csv (e.g. written by `seeds`).
@@ -194,9 +184,15 @@ struct TrafficArgs {
     /// Readings per record (the first parameters of each station).
     #[arg(long, default_value_t = 8)]
     params: usize,
-    /// json, bincode or tt10.
+    /// json, bincode or tt10 (backfill: json or bincode; tt10 carries one record per message).
     #[arg(long, default_value = "json")]
     encoding: Encoding,
+}
+
+#[derive(Args)]
+struct TrafficArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
     /// How long to publish.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -420,17 +416,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn backfill_command(args: BackfillArgs) -> anyhow::Result<()> {
-    let fleet = load_fleet(&args.seeds)?;
-    if args.encoding == Encoding::Tt10 {
+    let fleet = load_fleet(&args.fleet.seeds)?;
+    if args.fleet.encoding == Encoding::Tt10 {
         bail!("--encoding tt10 carries one record per message; use json or bincode");
     }
     let options = firmware_sim::load::BackfillOptions {
-        broker: args.broker.options(),
+        broker: args.fleet.broker.options(),
         api: args.api,
         token: args.token,
-        stations: stations_or_all(args.stations, &fleet),
-        params: args.params,
-        encoding: args.encoding,
+        stations: stations_or_all(args.fleet.stations, &fleet),
+        params: args.fleet.params,
+        encoding: args.fleet.encoding,
         records_per_station: args.records_per_station,
         per_message: args.per_message,
         interval: args.interval,
@@ -449,14 +445,14 @@ async fn backfill_command(args: BackfillArgs) -> anyhow::Result<()> {
 }
 
 async fn open_loop_command(args: OpenLoopArgs) -> anyhow::Result<()> {
-    let fleet = load_fleet(&args.traffic.seeds)?;
+    let fleet = load_fleet(&args.traffic.fleet.seeds)?;
     let options = firmware_sim::load::OpenLoopOptions {
-        broker: args.traffic.broker.options(),
+        broker: args.traffic.fleet.broker.options(),
         api: args.api,
         token: args.token,
-        stations: stations_or_all(args.traffic.stations, &fleet),
-        params: args.traffic.params,
-        encoding: args.traffic.encoding,
+        stations: stations_or_all(args.traffic.fleet.stations, &fleet),
+        params: args.traffic.fleet.params,
+        encoding: args.traffic.fleet.encoding,
         messages: args.messages,
         still: args.still,
         settle: args.settle,
@@ -602,17 +598,17 @@ fn seeds_command(args: &SeedsArgs) -> anyhow::Result<()> {
 }
 
 async fn load_command(args: LoadArgs) -> anyhow::Result<()> {
-    let fleet = load_fleet(&args.traffic.seeds)?;
+    let fleet = load_fleet(&args.traffic.fleet.seeds)?;
     let options = firmware_sim::load::LoadOptions {
-        broker: args.traffic.broker.options(),
+        broker: args.traffic.fleet.broker.options(),
         api: args.api,
         token: args.token,
-        stations: stations_or_all(args.traffic.stations, &fleet),
-        params: args.traffic.params,
+        stations: stations_or_all(args.traffic.fleet.stations, &fleet),
+        params: args.traffic.fleet.params,
         rate: args.rate,
         max_backlog: args.max_backlog,
         duration: args.traffic.duration,
-        encoding: args.traffic.encoding,
+        encoding: args.traffic.fleet.encoding,
         settle: args.settle,
     };
     let report = firmware_sim::load::load(options, &fleet)
@@ -627,13 +623,13 @@ async fn load_command(args: LoadArgs) -> anyhow::Result<()> {
 }
 
 async fn ceiling_command(args: CeilingArgs) -> anyhow::Result<()> {
-    let fleet = load_fleet(&args.traffic.seeds)?;
+    let fleet = load_fleet(&args.traffic.fleet.seeds)?;
     let report = firmware_sim::load::ceiling(
-        args.traffic.broker.options(),
+        args.traffic.fleet.broker.options(),
         &fleet,
-        stations_or_all(args.traffic.stations, &fleet),
-        args.traffic.params,
-        args.traffic.encoding,
+        stations_or_all(args.traffic.fleet.stations, &fleet),
+        args.traffic.fleet.params,
+        args.traffic.fleet.encoding,
         args.traffic.duration,
     )
     .await

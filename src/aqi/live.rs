@@ -202,7 +202,7 @@ impl LiveAqi {
         self.stations.lock().get(station)?.current.clone()
     }
 
-    /// The band of an index (for the API).
+    /// The breakpoints and bands the index is computed with (the API's too).
     pub fn table(&self) -> &Table {
         &self.table
     }
